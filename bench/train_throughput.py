@@ -1,0 +1,151 @@
+"""Training throughput: gptlab's GPT vs Hugging Face's GPT2LMHeadModel (SDPA attention), on CPU.
+
+Both models get the same GPT-2 shape, the same weights, the same batches and the same AdamW
+(built by ``gptlab.train.make_optimizer`` for both, so groups, betas and implementation agree),
+fp32, dropout 0. One training step is what the Trainer does: forward with loss, backward,
+gradient clipping, AdamW step, zero_grad. After warm-up the two sides run in interleaved rounds;
+the headline is the median over rounds of (gptlab tokens/s) / (HF tokens/s).
+
+    python bench/train_throughput.py                 # defaults: 4 layers, width 256, context 256
+    python bench/train_throughput.py --compile       # also time torch.compile'd gptlab
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from _common import hf_twin, interleaved_rounds, machine_line, median_ratio, print_table
+from gptlab.config import GPTConfig
+from gptlab.model import GPT
+from gptlab.train import TrainConfig, make_optimizer
+
+CHAR_VOCAB = 65 + 4 + 256  # tiny-shakespeare's characters + special tokens + byte fallback
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--n-layer", type=int, default=4)
+    p.add_argument("--n-head", type=int, default=4)
+    p.add_argument("--n-embd", type=int, default=256)
+    p.add_argument("--block-size", type=int, default=256)
+    p.add_argument("--vocab-size", type=int, default=CHAR_VOCAB)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps per side before timing")
+    p.add_argument("--rounds", type=int, default=9, help="interleaved timing rounds")
+    p.add_argument("--steps", type=int, default=3, help="training steps per side per round")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    p.add_argument("--compile", action="store_true", help="also time torch.compile(gptlab model)")
+    p.add_argument("--seed", type=int, default=0)
+    return p.parse_args(argv)
+
+
+def train_step_fn(
+    model: torch.nn.Module, loss_of: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    optimizer: torch.optim.Optimizer, batches: list[tuple[torch.Tensor, torch.Tensor]], grad_clip: float,
+) -> Callable[[], float]:
+    """One Trainer step per call (forward + loss, backward, clip, AdamW, zero_grad), cycling over ``batches``."""
+    state = {"i": 0}
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def step() -> float:
+        x, y = batches[state["i"] % len(batches)]
+        state["i"] += 1
+        loss = loss_of(x, y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return float(loss)
+
+    return step
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    config = GPTConfig(
+        vocab_size=args.vocab_size, block_size=args.block_size, n_layer=args.n_layer,
+        n_head=args.n_head, n_embd=args.n_embd, dropout=0.0,
+    )
+    train_cfg = TrainConfig()  # the Trainer's default optimizer settings
+    device = torch.device("cpu")
+    ours = GPT(config).train()
+    hf = hf_twin(ours).train()
+    batches = [
+        (torch.randint(0, config.vocab_size, (args.batch_size, config.block_size)),
+         torch.randint(0, config.vocab_size, (args.batch_size, config.block_size)))
+        for _ in range(4)
+    ]
+    opt_ours = make_optimizer(ours, train_cfg, device)
+    opt_hf = make_optimizer(hf, train_cfg, device)  # same groups, betas, foreach/fused choice
+    impl = "fused" if opt_ours.defaults.get("fused") else "foreach" if opt_ours.defaults.get("foreach") else "default"
+
+    # same weights, same batch: the first losses must agree before anything is timed
+    x, y = batches[0]
+    with torch.no_grad():
+        loss_ours = float(ours(x, y)[1])
+        loss_hf = float(hf(input_ids=x, labels=y, shift_labels=y).loss)
+    if abs(loss_ours - loss_hf) > 1e-4:
+        raise RuntimeError(f"models disagree before training: loss {loss_ours} vs {loss_hf}")
+
+    steps: dict[str, Callable[[], float]] = {
+        "gptlab": train_step_fn(ours, lambda x, y: ours(x, y)[1], opt_ours, batches, train_cfg.grad_clip),
+        "hf": train_step_fn(
+            hf, lambda x, y: hf(input_ids=x, labels=y, shift_labels=y).loss, opt_hf, batches, train_cfg.grad_clip
+        ),
+    }
+    compile_s = None
+    if args.compile:
+        twin = GPT(config).train()
+        twin.load_state_dict(ours.state_dict())
+        compiled = torch.compile(twin)
+        opt_twin = make_optimizer(twin, train_cfg, device)
+        steps["gptlab+compile"] = train_step_fn(
+            twin, lambda x, y: compiled(x, y)[1], opt_twin, batches, train_cfg.grad_clip
+        )
+        start = time.perf_counter()
+        steps["gptlab+compile"]()
+        compile_s = time.perf_counter() - start
+
+    tokens = args.batch_size * config.block_size
+    print_table("train_throughput: one Trainer step (fwd + loss + bwd + clip + AdamW), fp32, CPU", {
+        "model": f"GPT-2 arch, {config.n_layer} layers, {config.n_head} heads, width {config.n_embd}, "
+                 f"context {config.block_size}, vocab {config.vocab_size}, {ours.num_parameters():,} params",
+        "batch": f"{args.batch_size} x {config.block_size} = {tokens} tokens/step",
+        "optimizer": f"AdamW ({impl}) lr {train_cfg.learning_rate}, betas ({train_cfg.beta1}, {train_cfg.beta2}), "
+                     f"wd {train_cfg.weight_decay}, clip {train_cfg.grad_clip}",
+        "reference": "transformers.GPT2LMHeadModel, attn_implementation='sdpa', loss via labels/shift_labels",
+        "timing": f"{args.warmup} warm-up steps, then {args.rounds} interleaved rounds x {args.steps} steps, median",
+        "machine": machine_line(),
+        "initial loss": f"gptlab {loss_ours:.5f}  hf {loss_hf:.5f}",
+    })
+    if compile_s is not None:
+        print(f"  torch.compile first step: {compile_s:.1f} s")
+    for step in steps.values():
+        for _ in range(args.warmup):
+            step()
+    times = interleaved_rounds(steps, args.rounds, args.steps)
+    results: dict[str, Any] = {"config": vars(args), "tokens_per_step": tokens}
+    print("results")
+    for name, secs in times.items():
+        tok_s = tokens / statistics.median(secs)
+        ratio = median_ratio(times["hf"], secs)
+        results[name] = {"tokens_per_s": tok_s, "ratio_vs_hf": ratio, "step_s": secs}
+        print(f"  {name:<15} {tok_s:9,.0f} tokens/s   {statistics.median(secs) * 1e3:7.1f} ms/step"
+              f"   ratio vs hf {ratio:5.2f}x")
+    results["ratio"] = results["gptlab"]["ratio_vs_hf"]
+    print(f"gptlab / hf training throughput: {results['ratio']:.2f}x (target >= 1.5x)")
+    return results
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,47 @@
+"""The ``gptlab`` command. Thin: it parses arguments, calls the library, and turns typed errors into
+a one-line message and a non-zero exit code."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from gptlab.errors import GptlabError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gptlab",
+        description="From the perceptron to GPT: train, sample, inspect and count small GPTs.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    from gptlab import cli_core, cli_count, cli_neurons
+
+    cli_core.register(subparsers)
+    cli_neurons.register(subparsers)
+    cli_count.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(message)s",
+        stream=sys.stderr,
+    )
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except GptlabError as exc:
+        print(f"gptlab {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"gptlab {args.command}: interrupted", file=sys.stderr)
+        return 130

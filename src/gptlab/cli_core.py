@@ -1,0 +1,203 @@
+"""CLI for the core pipeline: `gptlab prepare`, `gptlab train`, `gptlab sample`."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+# one help line per TrainConfig field; every field becomes a --flag and a config-file key
+TRAIN_HELP: dict[str, str] = {
+    "data": "corpus: text file, directory, .jsonl with a 'text' field, or a prepared dir "
+    "(default: the Python standard library source of this interpreter)",
+    "tokenizer": "char, bpe (trained on the corpus), or a path to a tokenizer "
+    "(dir or tokenizer.json, or a dir with GPT-2 vocab.json + merges.txt)",
+    "vocab_size": "vocabulary size of a BPE tokenizer trained on the corpus",
+    "max_bytes": "read at most this many bytes of corpus",
+    "val_fraction": "fraction of the corpus held out for validation (by file, or the tail of one file)",
+    "preset": "model shape: tiny, small, mini, gpt2, gpt2-medium, ... (see `gptlab count --list`)",
+    "n_layer": "override the preset's number of transformer blocks",
+    "n_head": "override the preset's attention heads per block",
+    "n_embd": "override the preset's embedding width",
+    "block_size": "override the preset's context length in tokens",
+    "dropout": "dropout probability",
+    "batch_size": "sequences per micro-batch",
+    "grad_accum": "micro-batches accumulated per optimizer step",
+    "max_steps": "optimizer steps to train for (the cosine schedule ends here)",
+    "max_time": "stop after this many seconds (a checkpoint is saved)",
+    "learning_rate": "peak learning rate",
+    "min_lr": "learning rate at the end of the cosine decay",
+    "warmup_steps": "linear warmup steps",
+    "weight_decay": "AdamW weight decay on matrices (not on biases and LayerNorms)",
+    "beta1": "AdamW beta1",
+    "beta2": "AdamW beta2",
+    "grad_clip": "clip the gradient norm to this (0: off)",
+    "out": "run directory (default: runs/<corpus name>)",
+    "eval_interval": "evaluate validation loss every N steps",
+    "eval_iters": "batches per validation estimate",
+    "log_interval": "write training loss to metrics.jsonl every N steps",
+    "checkpoint_interval": "save a checkpoint every N steps",
+    "seed": "random seed (model init, data windows, dropout, the final sample)",
+    "device": "auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps",
+    "dtype": "auto (bf16 autocast on CUDA), float32 or bfloat16",
+    "compile": "torch.compile the model",
+    "progress": "show a progress bar",
+    "sample_tokens": "tokens to sample after training (0: none)",
+    "sample_prompt": "prompt of the sample printed after training",
+}
+
+
+def _flag_type(annotation: Any) -> Any:
+    """The argparse type of a dataclass field annotation such as ``int | None``."""
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
+    return annotation
+
+
+def _add_train_flags(parser: argparse.ArgumentParser) -> None:
+    from gptlab.train import TrainConfig
+
+    hints = typing.get_type_hints(TrainConfig)
+    defaults = TrainConfig()
+    for field in dataclasses.fields(TrainConfig):
+        flag = "--" + field.name.replace("_", "-")
+        kind = _flag_type(hints[field.name])
+        help_text = f"{TRAIN_HELP[field.name]} (default: {getattr(defaults, field.name)})"
+        if kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction,
+                                default=argparse.SUPPRESS, help=help_text)
+        else:
+            parser.add_argument(flag, type=kind, default=argparse.SUPPRESS, help=help_text,
+                                metavar=field.name.upper())
+
+
+def train_config_from_args(args: argparse.Namespace) -> tuple[Any, bool]:
+    """Merge defaults ← saved run config (on --resume) ← --config file ← flags."""
+    from gptlab.config_file import load_config_file
+    from gptlab.train import CONFIG_FILE, TrainConfig, default_run_dir
+
+    flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
+    from_file = load_config_file(args.config) if args.config else {}
+    settings: dict[str, Any] = {**from_file, **flags}
+    if args.resume:
+        out = settings.get("out")
+        run_dir = Path(out) if out else default_run_dir(TrainConfig.from_dict(settings))
+        saved_path = run_dir / CONFIG_FILE
+        if saved_path.exists():
+            saved = json.loads(saved_path.read_text(encoding="utf-8"))
+            settings = {**saved, **settings}
+    return TrainConfig.from_dict(settings), args.resume
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from gptlab.train import build_trainer
+
+    cfg, resume = train_config_from_args(args)
+    trainer = build_trainer(cfg, resume=resume)
+    model = trainer.model
+    print(
+        f"model: {model.num_parameters():,} parameters ({model.config.n_layer} layers, "
+        f"{model.config.n_head} heads, width {model.config.n_embd}, context {model.config.block_size}); "
+        f"tokenizer: {trainer.tokenizer.kind}, {trainer.tokenizer.vocab_size} tokens; "
+        f"train tokens: {len(trainer.data.train):,}; device: {trainer.device}",
+        file=sys.stderr,
+    )
+    result = trainer.fit()
+    val = f"{result.val_loss:.4f}" if result.val_loss is not None else "n/a"
+    print(f"step {result.step}: val loss {val}, {result.elapsed:.1f}s; run saved in {result.run_dir}",
+          file=sys.stderr)
+    if result.sample is not None:
+        print("---- sample ----", file=sys.stderr)
+        print(result.sample)
+    return 0
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from gptlab.data import prepare
+    from gptlab.tokenizer import Tokenizer
+
+    tokenizer = None
+    kind = args.tokenizer
+    if kind not in ("char", "bpe"):
+        tokenizer, kind = Tokenizer.load(kind), "char"
+    manifest = prepare(args.data, args.out, tokenizer=tokenizer, tokenizer_kind=kind,
+                       vocab_size=args.vocab_size, val_fraction=args.val_fraction,
+                       max_bytes=args.max_bytes, progress=True)
+    print(f"{args.out}: {manifest['train_tokens']:,} train + {manifest['val_tokens']:,} val tokens "
+          f"({manifest['dtype']}, vocab {manifest['vocab_size']})")
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from gptlab.checkpoint import load_checkpoint
+    from gptlab.generate import SamplingParams, generate_text
+    from gptlab.train import resolve_device
+
+    ckpt = load_checkpoint(args.run, device=resolve_device(args.device))
+    params = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                            top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+    prompt = args.prompt if args.prompt is not None else "\n"
+    out = sys.stdout
+    out.write(prompt)
+    for piece in generate_text(ckpt.model, ckpt.tokenizer, prompt, params, stop=args.stop or ()):
+        out.write(piece)
+        out.flush()
+    out.write("\n")
+    return 0
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add prepare, train and sample to the ``gptlab`` parser."""
+    p = subparsers.add_parser(
+        "train", help="train a GPT (default: a small model on the Python standard library)",
+        description="Train a GPT by next-token prediction on random windows of a corpus. With no "
+        "arguments: a small model on this interpreter's standard library source, a few minutes "
+        "on a laptop CPU, then a sample. Every flag is also a key of the --config file; flags win.",
+    )
+    p.add_argument("--config", metavar="FILE", help="TOML/YAML/JSON file of training settings")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its latest checkpoint, exactly")
+    _add_train_flags(p)
+    p.set_defaults(func=cmd_train)
+
+    p = subparsers.add_parser(
+        "prepare", help="tokenize a corpus into token shards",
+        description="Tokenize a corpus into train.bin/val.bin token shards (np.memmap) with a "
+        "manifest and the tokenizer; `gptlab train --data DIR` then trains on them.",
+    )
+    p.add_argument("--data", help=TRAIN_HELP["data"])
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--tokenizer", default="char", help=TRAIN_HELP["tokenizer"])
+    p.add_argument("--vocab-size", type=int, default=1024, help=TRAIN_HELP["vocab_size"])
+    p.add_argument("--max-bytes", type=int, default=None, help=TRAIN_HELP["max_bytes"])
+    p.add_argument("--val-fraction", type=float, default=0.1, help=TRAIN_HELP["val_fraction"])
+    p.set_defaults(func=cmd_prepare)
+
+    p = subparsers.add_parser(
+        "sample", help="generate text from a trained model",
+        description="Sample a continuation of --prompt from a run or checkpoint, streaming tokens "
+        "to stdout as they are produced (KV-cached decoding).",
+    )
+    p.add_argument("run", help="run directory or checkpoint folder")
+    p.add_argument("--prompt", help="text to continue (default: a newline)")
+    p.add_argument("--max-new-tokens", type=_positive_int, default=200)
+    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--seed", type=int, default=None, help="make sampling reproducible")
+    p.add_argument("--stop", action="append", help="stop before this text (repeatable)")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_sample)
+

@@ -1,0 +1,9 @@
+"""CLI for counting and cost (owned by the issue-4 work): `gptlab count`, `gptlab cost`."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add this module's subcommands to the ``gptlab`` parser."""

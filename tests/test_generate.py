@@ -1,0 +1,93 @@
+import pytest
+import torch
+
+from gptlab.config import GPTConfig
+from gptlab.errors import GenerationError
+from gptlab.generate import SamplingParams, filter_logits, generate_text, generate_tokens, sample_next
+from gptlab.model import GPT
+from gptlab.tokenizer import train_char_tokenizer
+
+
+@pytest.fixture(scope="module")
+def tokenizer(corpus_text):
+    return train_char_tokenizer([corpus_text])
+
+
+@pytest.fixture(scope="module")
+def model(tokenizer):
+    torch.manual_seed(0)
+    return GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=64, n_layer=2, n_head=2, n_embd=32)).eval()
+
+
+def test_greedy_matches_uncached_argmax(model):
+    prompt = [5, 9, 3, 7]
+    got = list(generate_tokens(model, prompt, SamplingParams(max_new_tokens=20, temperature=0)))
+    seq = list(prompt)
+    with torch.no_grad():
+        for _ in range(20):
+            logits, _ = model(torch.tensor([seq]))
+            seq.append(int(logits[0, -1].argmax()))
+    assert got == seq[len(prompt):]
+
+
+def test_seeded_sampling_is_reproducible(model):
+    params = SamplingParams(max_new_tokens=30, temperature=1.0, top_p=0.9, seed=123)
+    first = list(generate_tokens(model, [1, 2, 3], params))
+    assert list(generate_tokens(model, [1, 2, 3], params)) == first
+    other = list(generate_tokens(model, [1, 2, 3], SamplingParams(max_new_tokens=30, seed=124)))
+    assert other != first
+
+
+def test_top_k_one_is_greedy(model):
+    greedy = list(generate_tokens(model, [4, 4], SamplingParams(max_new_tokens=15, temperature=0)))
+    top1 = list(generate_tokens(model, [4, 4], SamplingParams(max_new_tokens=15, top_k=1, seed=0)))
+    assert top1 == greedy
+
+
+def test_filter_logits_top_k_and_top_p():
+    logits = torch.log(torch.tensor([[0.5, 0.2, 0.15, 0.1, 0.05]]))
+    kept = lambda params: torch.isfinite(filter_logits(logits, params))[0].tolist()
+    assert kept(SamplingParams(top_k=2)) == [True, True, False, False, False]
+    assert kept(SamplingParams(top_p=0.5)) == [True, False, False, False, False]
+    assert kept(SamplingParams(top_p=0.7)) == [True, True, False, False, False]
+    assert kept(SamplingParams(top_p=0.71)) == [True, True, True, False, False]
+    assert kept(SamplingParams(top_p=1.0)) == [True] * 5
+
+
+def test_samples_follow_the_softmax_distribution():
+    probs = torch.tensor([0.5, 0.3, 0.15, 0.05])
+    logits = probs.log().repeat(20000, 1)
+    draws = sample_next(logits, SamplingParams(temperature=1.0), torch.Generator().manual_seed(0))
+    freq = torch.bincount(draws, minlength=4).float() / 20000
+    torch.testing.assert_close(freq, probs, atol=0.015, rtol=0)
+
+
+def test_invalid_parameters_and_prompts(model):
+    with pytest.raises(GenerationError):
+        SamplingParams(temperature=-1)
+    with pytest.raises(GenerationError):
+        SamplingParams(top_p=0)
+    with pytest.raises(GenerationError):
+        SamplingParams(top_k=0)
+    with pytest.raises(GenerationError, match="empty"):
+        list(generate_tokens(model, [], SamplingParams()))
+    with pytest.raises(GenerationError, match="longer than the context"):
+        list(generate_tokens(model, [1] * 65, SamplingParams(max_new_tokens=1)))
+    with pytest.raises(GenerationError, match="exceeds the context"):
+        list(generate_tokens(model, [1] * 60, SamplingParams(max_new_tokens=10)))
+
+
+def test_streamed_pieces_join_to_the_decoded_text(model, tokenizer):
+    params = SamplingParams(max_new_tokens=40, temperature=1.0, seed=7)
+    pieces = list(generate_text(model, tokenizer, "def ", params, stop_at_eot=False))
+    tokens = list(generate_tokens(model, tokenizer.encode("def "), params))
+    assert "".join(pieces) == tokenizer.decode(tokens)
+
+
+def test_stop_sequence_cuts_the_text_before_it(model, tokenizer):
+    params = SamplingParams(max_new_tokens=40, temperature=0)
+    full = "".join(generate_text(model, tokenizer, "import ", params, stop_at_eot=False))
+    stop = full[10:13]
+    cut = "".join(generate_text(model, tokenizer, "import ", params, stop=[stop], stop_at_eot=False))
+    assert cut == full[: full.index(stop)]
+    assert stop not in cut

@@ -1,0 +1,146 @@
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import read_jsonl
+from gptlab.errors import CheckpointError, ConfigError, DataError
+from gptlab.train import TrainConfig, build_trainer, lr_at
+
+
+def tiny_config(data: Path, out: Path, **overrides) -> TrainConfig:
+    settings = dict(
+        data=str(data), out=str(out), preset="tiny", block_size=32, batch_size=4, max_steps=20,
+        warmup_steps=3, eval_interval=10, eval_iters=2, log_interval=1, checkpoint_interval=10,
+        progress=False, sample_tokens=0, learning_rate=3e-3, min_lr=3e-4, dropout=0.1,
+    )
+    settings.update(overrides)
+    return TrainConfig(**settings)
+
+
+def test_lr_schedule_warms_up_then_decays_to_min():
+    cfg = TrainConfig(max_steps=100, warmup_steps=10, learning_rate=1.0, min_lr=0.1)
+    assert lr_at(0, cfg) == pytest.approx(0.1)
+    assert lr_at(9, cfg) == pytest.approx(1.0)
+    assert lr_at(10, cfg) == pytest.approx(1.0)
+    assert lr_at(55, cfg) == pytest.approx(0.55)
+    assert lr_at(100, cfg) == pytest.approx(0.1)
+    values = [lr_at(s, cfg) for s in range(10, 101)]
+    assert all(a >= b for a, b in zip(values, values[1:]))
+
+
+def test_train_config_validation():
+    with pytest.raises(ConfigError):
+        TrainConfig(batch_size=0)
+    with pytest.raises(ConfigError):
+        TrainConfig(min_lr=1.0, learning_rate=0.1)
+    with pytest.raises(ConfigError, match="unknown training config keys"):
+        TrainConfig.from_dict({"lr": 1})
+
+
+def test_training_lowers_loss_and_writes_a_run(corpus_file, tmp_path):
+    cfg = tiny_config(corpus_file, tmp_path / "run", max_steps=60, dropout=0.0, eval_interval=30,
+                      sample_tokens=20)
+    trainer = build_trainer(cfg)
+    initial = trainer.evaluate()
+    result = trainer.fit()
+    assert result.step == 60
+    assert result.val_loss < initial - 0.5
+    assert math.isclose(initial, math.log(trainer.model.config.vocab_size), rel_tol=0.1)
+    run = tmp_path / "run"
+    assert (run / "LATEST").read_text().strip() == "ckpt-000060"
+    assert (run / "loss.png").stat().st_size > 0
+    saved = json.loads((run / "train_config.json").read_text())
+    assert saved["max_steps"] == 60
+    metrics = read_jsonl(run / "metrics.jsonl")
+    assert [m["step"] for m in metrics if "loss" in m] == list(range(1, 61))
+    assert all(m["tokens_per_s"] > 0 for m in metrics if "loss" in m)
+    assert isinstance(result.sample, str) and len(result.sample) > 0
+
+
+def test_existing_run_is_not_overwritten(corpus_file, tmp_path):
+    build_trainer(tiny_config(corpus_file, tmp_path / "run", max_steps=2)).fit()
+    with pytest.raises(CheckpointError, match="--resume"):
+        build_trainer(tiny_config(corpus_file, tmp_path / "run", max_steps=2))
+
+
+def test_corpus_shorter_than_one_window_is_an_error(tmp_path):
+    short = tmp_path / "short.txt"
+    short.write_text("def f(): pass\n" * 2)
+    with pytest.raises(DataError, match="shorter than one window"):
+        build_trainer(tiny_config(short, tmp_path / "run"))
+
+
+class FixedBatches:
+    """Feeds the trainer predetermined batches, so two set-ups see exactly the same windows."""
+
+    def __init__(self, batches):
+        self.batches = list(batches)
+
+    def next_batch(self):
+        return self.batches.pop(0)
+
+    def state_dict(self):
+        return {}
+
+
+def test_gradient_accumulation_matches_a_big_batch(corpus_file, tmp_path):
+    big = build_trainer(tiny_config(corpus_file, tmp_path / "a", batch_size=8, dropout=0.0))
+    small = build_trainer(tiny_config(corpus_file, tmp_path / "b", batch_size=4, grad_accum=2, dropout=0.0))
+    x, y = big.sampler.next_batch()
+    big.sampler = FixedBatches([(x, y)])
+    small.sampler = FixedBatches([(x[:4], y[:4]), (x[4:], y[4:])])
+    for a, b in zip(big.model.parameters(), small.model.parameters()):
+        assert torch.equal(a, b)
+    big.fit(steps=1)
+    small.fit(steps=1)
+    for (name, a), b in zip(big.model.named_parameters(), small.model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_resume_in_process_is_bit_identical(corpus_file, tmp_path):
+    full = build_trainer(tiny_config(corpus_file, tmp_path / "full"))
+    full.fit()
+    part = build_trainer(tiny_config(corpus_file, tmp_path / "part"))
+    part.fit(steps=10)
+    del part
+    resumed = build_trainer(tiny_config(corpus_file, tmp_path / "part"), resume=True)
+    assert resumed.step == 10
+    resumed.fit()
+    losses = lambda run: [m["loss"] for m in read_jsonl(run / "metrics.jsonl") if "loss" in m]
+    assert losses(tmp_path / "part") == losses(tmp_path / "full")
+    for a, b in zip(full.model.parameters(), resumed.model.parameters()):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.slow
+def test_kill_9_then_resume_gives_identical_losses(corpus_file, tmp_path):
+    def command(out: Path, *extra: str) -> list[str]:
+        return [sys.executable, "-m", "gptlab", "train", "--data", str(corpus_file), "--out", str(out),
+                "--preset", "tiny", "--block-size", "32", "--batch-size", "4", "--max-steps", "60",
+                "--warmup-steps", "5", "--eval-interval", "25", "--eval-iters", "2", "--log-interval", "1",
+                "--checkpoint-interval", "5", "--dropout", "0.1", "--no-progress", "--sample-tokens", "0",
+                *extra]
+
+    subprocess.run(command(tmp_path / "full"), check=True, capture_output=True)
+    victim = subprocess.Popen(command(tmp_path / "killed"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    latest = tmp_path / "killed" / "LATEST"
+    deadline = time.time() + 120
+    while not latest.exists() and time.time() < deadline and victim.poll() is None:
+        time.sleep(0.005)
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+    assert victim.returncode == -signal.SIGKILL, "training finished before it could be killed"
+    killed_at = int(latest.read_text().strip().split("-")[1])
+    assert 0 < killed_at < 60
+    subprocess.run(command(tmp_path / "killed", "--resume"), check=True, capture_output=True)
+    losses = lambda run: [m["loss"] for m in read_jsonl(run / "metrics.jsonl") if "loss" in m]
+    assert len(losses(tmp_path / "full")) == 60
+    assert losses(tmp_path / "killed") == losses(tmp_path / "full")
