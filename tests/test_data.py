@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from gptlab import data
+from gptlab import corpus, data
 from gptlab.data import (
     Document,
     PreparedData,
@@ -251,7 +251,7 @@ def test_crashed_prepare_leaves_no_valid_dir(
 
 
 def test_big_single_document_is_streamed_in_pieces(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(data, "PIECE_CHARS", 20_000)
+    monkeypatch.setattr(corpus, "PIECE_CHARS", 20_000)
     monkeypatch.setattr(data, "BATCH_CHARS", 50_000)
     rng = np.random.default_rng(0)
     alphabet = list("abcdefghij klmnö東😀\n")
@@ -261,8 +261,8 @@ def test_big_single_document_is_streamed_in_pieces(tmp_path: Path, monkeypatch: 
     path = write(tmp_path / "big.txt", text)
     assert len(text) > 3_000_000
 
-    pieces = list(data._file_pieces(path, data._ByteBudget(None)))
-    assert "".join(pieces) == text and pieces == list(data._split_text(text))
+    pieces = list(corpus._file_pieces(path, corpus._ByteBudget(None)))
+    assert "".join(pieces) == text and pieces == list(corpus._split_text(text))
     assert len(pieces) > 100 and max(map(len, pieces)) <= 40_000
 
     tokenizer = train_char_tokenizer([text])
