@@ -144,3 +144,17 @@ def test_kill_9_then_resume_gives_identical_losses(corpus_file, tmp_path):
     losses = lambda run: [m["loss"] for m in read_jsonl(run / "metrics.jsonl") if "loss" in m]
     assert len(losses(tmp_path / "full")) == 60
     assert losses(tmp_path / "killed") == losses(tmp_path / "full")
+
+
+def test_default_run_dir_never_reuses_a_run(tmp_path, monkeypatch):
+    from gptlab.train import default_run_dir
+
+    monkeypatch.chdir(tmp_path)
+    cfg = TrainConfig(data="somewhere/corpus.txt")
+    assert default_run_dir(cfg) == Path("runs/corpus")
+    assert default_run_dir(TrainConfig()) == Path("runs/python-stdlib")
+    for name in ("corpus", "corpus-2"):
+        (tmp_path / "runs" / name).mkdir(parents=True)
+        (tmp_path / "runs" / name / "LATEST").write_text("ckpt-000001\n")
+    assert default_run_dir(cfg) == Path("runs/corpus-3")
+    assert default_run_dir(cfg, resume=True) == Path("runs/corpus-2")

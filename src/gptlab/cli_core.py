@@ -86,7 +86,7 @@ def train_config_from_args(args: argparse.Namespace) -> tuple[Any, bool]:
     settings: dict[str, Any] = {**from_file, **flags}
     if args.resume:
         out = settings.get("out")
-        run_dir = Path(out) if out else default_run_dir(TrainConfig.from_dict(settings))
+        run_dir = Path(out) if out else default_run_dir(TrainConfig.from_dict(settings), resume=True)
         saved_path = run_dir / CONFIG_FILE
         if saved_path.exists():
             saved = json.loads(saved_path.read_text(encoding="utf-8"))

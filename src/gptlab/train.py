@@ -371,9 +371,16 @@ def _plot_if_possible(run_dir: Path) -> None:
         log.warning("matplotlib is not installed: no loss plot (pip install 'gptlab[plot]')")
 
 
-def default_run_dir(cfg: TrainConfig) -> Path:
-    name = Path(cfg.data).stem if cfg.data else "python-stdlib"
-    return Path("runs") / (name or "run")
+def default_run_dir(cfg: TrainConfig, resume: bool = False) -> Path:
+    """``runs/<corpus name>`` when ``--out`` is not given. A new run never reuses a directory
+    that holds one: it takes the next free ``-2``, ``-3``, ... suffix; ``resume`` takes the
+    newest existing one."""
+    base = Path("runs") / ((Path(cfg.data.rstrip("/")).stem if cfg.data else "python-stdlib") or "run")
+    candidates = [base, *(base.with_name(f"{base.name}-{n}") for n in range(2, 10_000))]
+    taken = [path for path in candidates if (path / "LATEST").exists()]
+    if resume:
+        return taken[-1] if taken else base
+    return next(path for path in candidates if not (path / "LATEST").exists())
 
 
 def build_trainer(cfg: TrainConfig, resume: bool = False) -> Trainer:
@@ -385,7 +392,7 @@ def build_trainer(cfg: TrainConfig, resume: bool = False) -> Trainer:
     """
     from gptlab.errors import CheckpointError
 
-    run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg)
+    run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg, resume)
     has_checkpoint = (run_dir / "LATEST").exists()
     if resume and not has_checkpoint:
         raise CheckpointError(f"{run_dir}: nothing to resume (no checkpoint)")
