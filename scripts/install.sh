@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Install gptlab (editable) into a virtual environment, ./.venv unless GPTLAB_VENV says otherwise.
-#   bash scripts/install.sh            # the library and its CLI, with the plot extra
+#   bash scripts/install.sh            # the library and its CLI, with the plot and neurons extras
 #   bash scripts/install.sh dev        # plus everything the tests need
 # PyTorch: if the venv can already import torch (e.g. a CUDA build you installed), it is kept.
 # Otherwise we install the CPU build named by GPTLAB_TORCH (default torch==2.13.0), so that the
 # plain dependency range never pulls a multi-GB CUDA wheel by accident.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-extras="${1:-plot}"
+extras="${1:-plot,neurons}"
 venv="${GPTLAB_VENV:-.venv}"
 python="${PYTHON:-python3}"
 if [ ! -x "$venv/bin/python" ]; then

@@ -1,5 +1,4 @@
 import inspect
-import json
 import textwrap
 from pathlib import Path
 
@@ -17,7 +16,3 @@ def corpus_file(tmp_path: Path, corpus_text: str) -> Path:
     path = tmp_path / "corpus.txt"
     path.write_text(corpus_text, encoding="utf-8")
     return path
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -6,7 +6,7 @@ import pytest
 
 from gptlab.cli import main
 
-TINY = ["--preset", "tiny", "--block-size", "32", "--batch-size", "4", "--max-steps", "6",
+TINY = ["--preset", "tiny", "--tokenizer", "char", "--block-size", "32", "--batch-size", "4", "--max-steps", "6",
         "--warmup-steps", "2", "--eval-interval", "3", "--eval-iters", "1", "--no-progress"]
 
 
@@ -47,7 +47,7 @@ def test_train_then_sample_streams_text(trained_run, capsys):
 
 def test_config_file_and_flags(tmp_path, corpus_file, capsys):
     cfg = tmp_path / "train.toml"
-    cfg.write_text('preset = "tiny"\nblock-size = 32\nbatch_size = 4\nmax_steps = 50\nwarmup_steps = 1\n'
+    cfg.write_text('preset = "tiny"\ntokenizer = "char"\nblock-size = 32\nbatch_size = 4\nmax_steps = 50\nwarmup_steps = 1\n'
                    'eval_interval = 2\neval_iters = 1\nprogress = false\nsample_tokens = 0\n')
     out = tmp_path / "run"
     code, _, err = run_cli(capsys, "train", "--config", str(cfg), "--data", str(corpus_file),

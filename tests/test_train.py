@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import read_jsonl
+from gptlab.curves import read_metrics as read_jsonl
 from gptlab.errors import CheckpointError, ConfigError, DataError
 from gptlab.train import TrainConfig, build_trainer, lr_at
 
 
 def tiny_config(data: Path, out: Path, **overrides) -> TrainConfig:
     settings = dict(
-        data=str(data), out=str(out), preset="tiny", block_size=32, batch_size=4, max_steps=20,
+        data=str(data), out=str(out), preset="tiny", tokenizer="char", block_size=32, batch_size=4, max_steps=20,
         warmup_steps=3, eval_interval=10, eval_iters=2, log_interval=1, checkpoint_interval=10,
         progress=False, sample_tokens=0, learning_rate=3e-3, min_lr=3e-4, dropout=0.1,
     )
@@ -124,7 +124,7 @@ def test_resume_in_process_is_bit_identical(corpus_file, tmp_path):
 def test_kill_9_then_resume_gives_identical_losses(corpus_file, tmp_path):
     def command(out: Path, *extra: str) -> list[str]:
         return [sys.executable, "-m", "gptlab", "train", "--data", str(corpus_file), "--out", str(out),
-                "--preset", "tiny", "--block-size", "32", "--batch-size", "4", "--max-steps", "60",
+                "--preset", "tiny", "--tokenizer", "char", "--block-size", "32", "--batch-size", "4", "--max-steps", "60",
                 "--warmup-steps", "5", "--eval-interval", "25", "--eval-iters", "2", "--log-interval", "1",
                 "--checkpoint-interval", "5", "--dropout", "0.1", "--no-progress", "--sample-tokens", "0",
                 *extra]

@@ -60,7 +60,7 @@ def _flag_type(annotation: Any) -> Any:
 
 
 def _add_train_flags(parser: argparse.ArgumentParser) -> None:
-    from gptlab.train import TrainConfig
+    from gptlab.train_config import TrainConfig
 
     hints = typing.get_type_hints(TrainConfig)
     defaults = TrainConfig()
@@ -79,7 +79,8 @@ def _add_train_flags(parser: argparse.ArgumentParser) -> None:
 def train_config_from_args(args: argparse.Namespace) -> tuple[Any, bool]:
     """Merge defaults ← saved run config (on --resume) ← --config file ← flags."""
     from gptlab.config_file import load_config_file
-    from gptlab.train import CONFIG_FILE, TrainConfig, default_run_dir
+    from gptlab.train import CONFIG_FILE, default_run_dir
+    from gptlab.train_config import TrainConfig
 
     flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
     from_file = load_config_file(args.config) if args.config else {}

@@ -9,7 +9,6 @@ exact resumption (weights, optimizer, RNG and data position all come back).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import logging
 import math
@@ -22,110 +21,16 @@ import torch
 
 from gptlab.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from gptlab.fileio import atomic_write_text
-from gptlab.config import GPTConfig, preset
 from gptlab.data import PreparedData, WindowSampler, is_prepared, prepare
 from gptlab.errors import ConfigError
 from gptlab.model import GPT
 from gptlab.tokenizer import Tokenizer
+from gptlab.train_config import TrainConfig
 
 log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "train_config.json"
-
-
-@dataclass
-class TrainConfig:
-    """Everything that defines a training run. Validated at construction."""
-
-    # data
-    data: str | None = None  # text file, directory, .jsonl, or prepared dir; None = Python stdlib source
-    tokenizer: str = "char"  # "char", "bpe", or a path to a tokenizer (dir, tokenizer.json, vocab.json+merges.txt)
-    vocab_size: int = 1024  # for a BPE tokenizer trained on the corpus
-    max_bytes: int | None = 4_000_000  # cap on corpus size read (None: all of it)
-    val_fraction: float = 0.1
-    # model
-    preset: str = "small"
-    n_layer: int | None = None
-    n_head: int | None = None
-    n_embd: int | None = None
-    block_size: int | None = None
-    dropout: float | None = None
-    # optimisation
-    batch_size: int = 32
-    grad_accum: int = 1
-    max_steps: int = 2000
-    max_time: float | None = None  # seconds; stop (and save) when exceeded
-    learning_rate: float = 2e-3
-    min_lr: float = 2e-4
-    warmup_steps: int = 100
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.99
-    grad_clip: float = 1.0
-    # bookkeeping
-    out: str | None = None  # run directory; default runs/<data name>
-    eval_interval: int = 250
-    eval_iters: int = 20
-    log_interval: int = 10
-    checkpoint_interval: int = 500
-    seed: int = 1337
-    device: str = "auto"
-    dtype: str = "auto"  # auto (bf16 autocast on CUDA, fp32 elsewhere), float32, bfloat16
-    compile: bool = False
-    progress: bool = True
-    sample_tokens: int = 300  # tokens to sample at the end (0: none)
-    sample_prompt: str = ""
-
-    def __post_init__(self) -> None:
-        positive = ("batch_size", "grad_accum", "max_steps", "eval_interval", "eval_iters",
-                    "log_interval", "checkpoint_interval", "vocab_size")
-        for name in positive:
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("warmup_steps", "sample_tokens", "seed"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)!r}")
-        if not self.learning_rate > 0 or not 0 <= self.min_lr <= self.learning_rate:
-            raise ConfigError("need learning_rate > 0 and 0 <= min_lr <= learning_rate")
-        if not 0 < self.val_fraction < 1:
-            raise ConfigError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
-        if self.max_time is not None and not self.max_time > 0:
-            raise ConfigError(f"max_time must be positive, got {self.max_time!r}")
-        if self.max_bytes is not None and self.max_bytes < 1:
-            raise ConfigError(f"max_bytes must be positive, got {self.max_bytes!r}")
-        if self.dtype not in ("auto", "float32", "bfloat16"):
-            raise ConfigError(f"dtype must be auto, float32 or bfloat16, got {self.dtype!r}")
-        if self.weight_decay < 0 or self.grad_clip < 0:
-            raise ConfigError("weight_decay and grad_clip must be >= 0")
-        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
-            raise ConfigError("beta1 and beta2 must be in [0, 1)")
-        self.model_config(vocab_size=256)  # an unknown preset or a bad shape fails here, before any work
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        """Build from a dict (a config file or a saved run); unknown keys are an error."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown training config keys: {', '.join(unknown)}")
-        try:
-            return cls(**data)
-        except TypeError as exc:
-            raise ConfigError(str(exc)) from None
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def model_config(self, vocab_size: int) -> GPTConfig:
-        """The preset with this config's overrides and the tokenizer's vocabulary size."""
-        overrides = {
-            name: getattr(self, name)
-            for name in ("n_layer", "n_head", "n_embd", "block_size", "dropout")
-            if getattr(self, name) is not None
-        }
-        return preset(self.preset, vocab_size=vocab_size, **overrides)
 
 
 def resolve_device(name: str) -> torch.device:

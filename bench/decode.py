@@ -1,0 +1,109 @@
+"""Decoding speed: gptlab's ``generate_tokens`` (KV cache) vs Hugging Face ``generate()``, batch 1, CPU.
+
+Both sides hold the same weights (a seeded random GPT-2-shaped model, copied into
+``transformers.GPT2LMHeadModel`` with SDPA attention), get the same prompt and produce the same
+number of new tokens greedily (``temperature=0`` here, ``do_sample=False, use_cache=True`` there).
+The script checks that the two token sequences are identical, then times both in interleaved
+rounds; the time of a round covers the whole call (prefill of the prompt + every decode step),
+and the headline is the median over rounds of (gptlab tokens/s) / (HF tokens/s).
+
+    python bench/decode.py                        # 4 layers, width 256, prompt 32, 200 new tokens
+    python bench/decode.py --new-tokens 400 --block-size 512
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from typing import Any
+
+import torch
+
+from _common import hf_twin, interleaved_rounds, machine_line, median_ratio, print_table
+from gptlab.config import GPTConfig
+from gptlab.generate import SamplingParams, generate_tokens
+from gptlab.model import GPT
+
+CHAR_VOCAB = 65 + 4 + 256  # tiny-shakespeare's characters + special tokens + byte fallback
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--n-layer", type=int, default=4)
+    p.add_argument("--n-head", type=int, default=4)
+    p.add_argument("--n-embd", type=int, default=256)
+    p.add_argument("--block-size", type=int, default=256)
+    p.add_argument("--vocab-size", type=int, default=CHAR_VOCAB)
+    p.add_argument("--prompt-len", type=int, default=32)
+    p.add_argument("--new-tokens", type=int, default=200)
+    p.add_argument("--warmup", type=int, default=1, help="untimed generations per side")
+    p.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    p.add_argument("--seed", type=int, default=0)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    if args.prompt_len + args.new_tokens > args.block_size:
+        raise SystemExit("prompt-len + new-tokens must fit in block-size")
+    torch.manual_seed(args.seed)
+    config = GPTConfig(
+        vocab_size=args.vocab_size, block_size=args.block_size, n_layer=args.n_layer,
+        n_head=args.n_head, n_embd=args.n_embd, dropout=0.0,
+    )
+    ours = GPT(config).eval()
+    hf = hf_twin(ours).eval()
+    prompt = torch.randint(0, config.vocab_size, (args.prompt_len,)).tolist()
+    params = SamplingParams(max_new_tokens=args.new_tokens, temperature=0.0)
+    prompt_ids = torch.tensor([prompt])
+
+    def run_ours() -> list[int]:
+        return list(generate_tokens(ours, prompt, params))
+
+    def run_hf() -> list[int]:
+        with torch.inference_mode():
+            out = hf.generate(
+                prompt_ids, attention_mask=torch.ones_like(prompt_ids), do_sample=False, use_cache=True,
+                max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, pad_token_id=0,
+            )
+        return out[0, args.prompt_len:].tolist()
+
+    tokens_ours, tokens_hf = run_ours(), run_hf()
+    identical = tokens_ours == tokens_hf
+    print_table("decode: greedy generation, batch 1, KV cache, fp32, CPU", {
+        "model": f"GPT-2 arch, {config.n_layer} layers, {config.n_head} heads, width {config.n_embd}, "
+                 f"context {config.block_size}, vocab {config.vocab_size}, {ours.num_parameters():,} params "
+                 f"(seeded random weights, copied to HF)",
+        "work": f"prompt {args.prompt_len} tokens, {args.new_tokens} new tokens (time covers prefill + decode)",
+        "gptlab": "gptlab.generate.generate_tokens(temperature=0)",
+        "reference": "transformers GPT2LMHeadModel(sdpa).generate(do_sample=False, use_cache=True)",
+        "timing": f"{args.warmup} warm-up call per side, then {args.rounds} interleaved rounds, median",
+        "machine": machine_line(),
+        "same tokens": f"{identical} ({len(tokens_ours)} vs {len(tokens_hf)} tokens)",
+    })
+    if not identical:
+        first = next((i for i, (a, b) in enumerate(zip(tokens_ours, tokens_hf)) if a != b), None)
+        print(f"  WARNING: greedy outputs differ (first difference at new token {first})")
+    for _ in range(args.warmup):
+        run_ours()
+        run_hf()
+    times = interleaved_rounds({"gptlab": run_ours, "hf": run_hf}, args.rounds)
+    results: dict[str, Any] = {"config": vars(args), "identical": identical}
+    print("results")
+    for name, secs in times.items():
+        tok_s = args.new_tokens / statistics.median(secs)
+        ratio = median_ratio(times["hf"], secs)
+        results[name] = {"tokens_per_s": tok_s, "ratio_vs_hf": ratio, "call_s": secs}
+        print(f"  {name:<7} {tok_s:8,.0f} new tokens/s   {statistics.median(secs) * 1e3 / args.new_tokens:6.2f} ms/token"
+              f"   ratio vs hf {ratio:5.2f}x")
+    results["ratio"] = results["gptlab"]["ratio_vs_hf"]
+    print(f"gptlab / hf decoding speed: {results['ratio']:.2f}x (target >= 3x)")
+    return results
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,195 @@
+"""Time to quality: wall time for a ~0.8M-parameter char-level GPT to reach a validation loss on tiny-shakespeare.
+
+The path is gptlab's own: ``gptlab.data.prepare`` (char tokenizer, first 90% of the file for
+training, last 10% for validation), then ``gptlab.train.Trainer`` with a ``TrainConfig``. The
+Trainer's periodic evaluation (``eval_iters`` fixed random windows) is the cheap detector; when it
+comes within ``--confirm-margin`` of the target, the *full* validation loss (every
+non-overlapping window of the validation split, ~110k tokens) is measured, and the run stops
+only when that full loss is <= the target. Every evaluation, and torch.compile when asked for,
+counts in the wall time; preparing the data does not (it is printed separately).
+
+    python bench/time_to_quality.py                                   # ../shared/data/tinyshakespeare.txt
+    python bench/time_to_quality.py PATH --lr 3e-3 --batch-size 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from _common import machine_line, print_table
+from gptlab.data import PreparedData, prepare
+from gptlab.model import GPT
+from gptlab.train import Trainer, TrainConfig
+
+DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "tinyshakespeare.txt"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("data", nargs="?", default=str(DEFAULT_DATA.resolve()), help="tiny-shakespeare text file")
+    p.add_argument("--target", type=float, default=1.88, help="validation loss to reach")
+    # model: fixed by the benchmark, overridable for smoke tests
+    p.add_argument("--n-layer", type=int, default=4)
+    p.add_argument("--n-head", type=int, default=4)
+    p.add_argument("--n-embd", type=int, default=128)
+    p.add_argument("--block-size", type=int, default=64)
+    # the recipe
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--min-lr", type=float, default=3e-4)
+    p.add_argument("--warmup", type=int, default=50)
+    p.add_argument("--schedule-steps", type=int, default=1500, help="cosine schedule length (TrainConfig.max_steps)")
+    p.add_argument("--weight-decay", type=float, default=0.1)
+    p.add_argument("--beta1", type=float, default=0.9)
+    p.add_argument("--beta2", type=float, default=0.99)
+    p.add_argument("--grad-clip", type=float, default=1.0)
+    p.add_argument("--compile", action="store_true", help="TrainConfig.compile (compile time counts)")
+    # measuring
+    p.add_argument("--eval-interval", type=int, default=50, help="steps between quick evaluations")
+    p.add_argument("--eval-iters", type=int, default=8, help="batches per quick evaluation")
+    p.add_argument("--confirm-margin", type=float, default=0.03,
+                   help="run the full validation when the quick estimate is below target + margin")
+    p.add_argument("--max-time", type=float, default=300.0, help="give up after this many seconds")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--seed", type=int, default=1337)
+    p.add_argument("--work-dir", default=None, help="where to put the prepared data and run (default: a temp dir)")
+    p.add_argument("--json", default=None, help="also write the results and the curve to this file")
+    return p.parse_args(argv)
+
+
+@torch.inference_mode()
+def full_val_loss(model: GPT, tokens: np.ndarray, block_size: int, batch: int = 256) -> float:
+    """Mean next-token loss over every non-overlapping ``block_size`` window of ``tokens``."""
+    n_windows = (len(tokens) - 1) // block_size
+    offsets = np.arange(block_size + 1)
+    was_training = model.training
+    model.eval()
+    total = 0.0
+    for first in range(0, n_windows, batch):
+        starts = np.arange(first, min(n_windows, first + batch)) * block_size
+        windows = torch.from_numpy(np.asarray(tokens[starts[:, None] + offsets], dtype=np.int64))
+        _, loss = model(windows[:, :-1], windows[:, 1:])
+        total += float(loss) * len(starts)
+    model.train(was_training)
+    return total / n_windows
+
+
+class TargetReached(Exception):
+    pass
+
+
+class TimeToQualityTrainer(Trainer):
+    """The Trainer, stopping as soon as the full validation loss is <= ``target``."""
+
+    def __init__(self, *args: Any, target: float, margin: float, clock_start: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.target, self.margin, self.clock_start = target, margin, clock_start
+        self.curve: list[dict[str, Any]] = []
+        self.full_evals = 0
+
+    def _eval_and_log(self, start: float) -> None:
+        super()._eval_and_log(start)  # the Trainer's own quick estimate, logged to metrics.jsonl
+        point: dict[str, Any] = {"step": self.step, "val_quick": round(self.last_val, 4)}
+        reached = False
+        if self.last_val <= self.target + self.margin:
+            full = full_val_loss(self.model, self.data.val, self.model.config.block_size)
+            self.full_evals += 1
+            point["val_full"] = round(full, 4)
+            reached = full <= self.target
+        point["elapsed"] = round(time.perf_counter() - self.clock_start, 2)
+        self.curve.append(point)
+        if reached:
+            raise TargetReached
+
+
+def _train_losses(run_dir: Path) -> dict[int, float]:
+    path = run_dir / "metrics.jsonl"
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    return {r["step"]: r["loss"] for r in records if "loss" in r}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory(prefix="gptlab-ttq-") as tmp:
+        work = Path(args.work_dir) if args.work_dir else Path(tmp)
+        t0 = time.perf_counter()
+        data_dir = work / "data"
+        prepare(args.data, data_dir, tokenizer_kind="char", val_fraction=0.1, max_bytes=None, progress=False)
+        prepare_s = time.perf_counter() - t0
+        data = PreparedData.open(data_dir)
+        cfg = TrainConfig(
+            data=str(data_dir), tokenizer="char", val_fraction=0.1, preset="small",
+            n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd, block_size=args.block_size, dropout=0.0,
+            batch_size=args.batch_size, max_steps=args.schedule_steps, max_time=args.max_time,
+            learning_rate=args.lr, min_lr=min(args.min_lr, args.lr), warmup_steps=args.warmup,
+            weight_decay=args.weight_decay, beta1=args.beta1, beta2=args.beta2, grad_clip=args.grad_clip,
+            out=str(work / "run"), eval_interval=args.eval_interval, eval_iters=args.eval_iters,
+            log_interval=10, checkpoint_interval=10**9, seed=args.seed, device="cpu", dtype="float32",
+            compile=args.compile, progress=False, sample_tokens=0,
+        )
+        torch.manual_seed(cfg.seed)
+        model = GPT(cfg.model_config(vocab_size=data.tokenizer.vocab_size))
+        n_val_windows = (len(data.val) - 1) // args.block_size
+        print_table("time_to_quality: char-level GPT on tiny-shakespeare, CPU, fp32", {
+            "data": f"{args.data}: {len(data.train):,} train / {len(data.val):,} val tokens, "
+                    f"vocab {data.tokenizer.vocab_size} (prepare took {prepare_s:.1f} s, not counted)",
+            "model": f"{args.n_layer} layers, {args.n_head} heads, width {args.n_embd}, context {args.block_size}, "
+                     f"{model.num_parameters():,} params",
+            "recipe": f"batch {args.batch_size}, AdamW lr {args.lr:g} -> {cfg.min_lr:g} cosine over "
+                      f"{args.schedule_steps} steps, warmup {args.warmup}, betas ({args.beta1}, {args.beta2}), "
+                      f"wd {args.weight_decay}, clip {args.grad_clip}, compile {args.compile}",
+            "target": f"full val loss <= {args.target} (all {n_val_windows} non-overlapping val windows, "
+                      f"{n_val_windows * args.block_size:,} tokens)",
+            "detector": f"Trainer.evaluate every {args.eval_interval} steps on {args.eval_iters} x {args.batch_size} "
+                        f"fixed windows; full val when within {args.confirm_margin} of the target",
+            "machine": machine_line(),
+        })
+        clock = time.perf_counter()
+        trainer = TimeToQualityTrainer(
+            cfg, model, data.tokenizer, data, work / "run",
+            target=args.target, margin=args.confirm_margin, clock_start=clock,
+        )
+        reached = True
+        try:
+            trainer.fit()
+            reached = False
+        except TargetReached:
+            pass
+        wall = time.perf_counter() - clock
+        train_losses = _train_losses(work / "run")
+        for point in trainer.curve:
+            point["train"] = train_losses.get(point["step"])
+        final = next((p["val_full"] for p in reversed(trainer.curve) if "val_full" in p), None)
+        if final is None:
+            final = full_val_loss(model, data.val, args.block_size)
+        print("curve (step, elapsed s, train loss, quick val, full val)")
+        for p in trainer.curve:
+            train = f"{p['train']:.4f}" if p.get("train") is not None else "   -  "
+            full = f"{p['val_full']:.4f}" if "val_full" in p else "   -  "
+            print(f"  {p['step']:6d} {p['elapsed']:8.2f} {train} {p['val_quick']:.4f} {full}")
+        tokens = trainer.step * args.batch_size * args.block_size
+        verdict = "reached" if reached else "NOT reached"
+        print(f"target {args.target} {verdict}: {wall:.1f} s wall, {trainer.step} steps, {tokens:,} training tokens, "
+              f"final full val loss {final:.4f}, {trainer.full_evals} full evaluations (target <= 50 s)")
+        results = {
+            "config": vars(args), "reached": reached, "wall_s": wall, "steps": trainer.step,
+            "tokens": tokens, "final_val_loss": final, "curve": trainer.curve, "prepare_s": prepare_s,
+        }
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+        return results
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,116 @@
+"""What every estimator of the first chapter shares: scikit-learn's conventions without importing it.
+
+``get_params`` / ``set_params`` make the estimators work with ``sklearn.base.clone`` and grid
+search; the ``check_*`` helpers turn bad input into a :class:`~gptlab.errors.DataError` with one
+clear sentence instead of a numpy traceback deep inside training.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import numpy as np
+
+from gptlab.errors import ConfigError, DataError, GptlabError
+
+
+class NotFittedError(GptlabError, AttributeError):
+    """``predict`` (or any use of learned weights) before ``fit`` or ``partial_fit``."""
+
+
+class Estimator:
+    """Hyperparameters are the ``__init__`` arguments, stored unchanged under the same names;
+    learned state ends with an underscore (``coef_``) and exists only after fitting."""
+
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        signature = inspect.signature(cls.__init__)
+        return [name for name in signature.parameters if name != "self"]
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The hyperparameters, as scikit-learn's ``get_params`` (``deep`` is accepted and ignored)."""
+        return {name: getattr(self, name) for name in self._param_names()}
+
+    def set_params(self, **params: Any) -> Estimator:
+        """Change hyperparameters; unknown names raise ConfigError. Returns ``self``."""
+        valid = set(self._param_names())
+        for name, value in params.items():
+            if name not in valid:
+                raise ConfigError(f"{type(self).__name__} has no parameter {name!r}")
+            setattr(self, name, value)
+        return self
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "classes_"):
+            raise NotFittedError(f"this {type(self).__name__} is not fitted yet: call fit first")
+
+
+def check_X(X: Any, n_features: int | None = None) -> np.ndarray:
+    """``X`` as a finite float64 array of shape (n_samples, n_features), or DataError.
+
+    With ``n_features``, the number of columns must match it (the width the model was fitted on).
+    """
+    try:
+        X = np.asarray(X, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"X must be a numeric array: {exc}") from None
+    if X.ndim != 2:
+        raise DataError(f"X must be 2-D (n_samples, n_features), got shape {X.shape}")
+    if X.shape[0] < 1 or X.shape[1] < 1:
+        raise DataError(f"X is empty (shape {X.shape})")
+    if not np.all(np.isfinite(X)):
+        raise DataError("X contains NaN or infinity")
+    if n_features is not None and X.shape[1] != n_features:
+        raise DataError(f"X has {X.shape[1]} features, but the model was fitted on {n_features}")
+    return X
+
+
+def check_X_y(
+    X: Any, y: Any, n_features: int | None = None, *, min_samples: int = 2
+) -> tuple[np.ndarray, np.ndarray]:
+    """Validated ``X`` (see :func:`check_X`) and a 1-D ``y`` of the same length, with at least
+    ``min_samples`` samples (2 to train: one sample cannot show a boundary)."""
+    X = check_X(X, n_features)
+    y = np.asarray(y)
+    if y.ndim != 1:
+        raise DataError(f"y must be 1-D (n_samples,), got shape {y.shape}")
+    if len(y) != len(X):
+        raise DataError(f"X has {len(X)} samples but y has {len(y)} labels")
+    if len(y) < min_samples:
+        raise DataError(f"need at least {min_samples} samples, got {len(y)}")
+    return X, y
+
+
+def check_classes(y: np.ndarray, classes: Any = None, *, binary: bool = False) -> np.ndarray:
+    """The sorted class labels: ``classes`` if given (every label of ``y`` must be among them),
+    else the labels found in ``y``. A one-class problem is a DataError; ``binary`` demands exactly 2."""
+    found = np.unique(y)
+    if classes is None:
+        classes = found
+    else:
+        classes = np.unique(np.asarray(classes))
+        unknown = np.setdiff1d(found, classes)
+        if len(unknown):
+            raise DataError(f"y has labels {unknown.tolist()} not among classes {classes.tolist()}")
+    if len(classes) < 2:
+        raise DataError(f"need two classes to learn a boundary, got only {classes.tolist()}")
+    if binary and len(classes) != 2:
+        raise DataError(f"a single neuron separates two classes, got {len(classes)}: {classes.tolist()}")
+    return classes
+
+
+def check_positive(name: str, value: Any, *, integer: bool = False) -> None:
+    """Raise ConfigError unless ``value`` is a positive (integer) number."""
+    kind = (int, np.integer) if integer else (int, float, np.integer, np.floating)
+    if isinstance(value, bool) or not isinstance(value, kind) or not value > 0 or not np.isfinite(value):
+        raise ConfigError(f"{name} must be a positive {'integer' if integer else 'number'}, got {value!r}")
+
+
+def epoch_order(n_samples: int, shuffle: bool, rng: np.random.Generator) -> np.ndarray:
+    """The order in which one epoch visits the samples: data order, or a fresh permutation."""
+    return rng.permutation(n_samples) if shuffle else np.arange(n_samples)

@@ -1,0 +1,56 @@
+"""The benchmark scripts in bench/ run end to end on tiny settings (their numbers are not checked here)."""
+
+import importlib
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+pytest.importorskip("transformers")
+
+
+@pytest.fixture
+def bench(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))
+
+    def load(name: str):
+        sys.modules.pop(name, None)
+        return importlib.import_module(name)
+
+    return load
+
+
+TINY_MODEL = ["--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--vocab-size", "64"]
+
+
+def test_train_throughput_runs(bench, capsys):
+    results = bench("train_throughput").main(
+        [*TINY_MODEL, "--block-size", "16", "--batch-size", "2", "--warmup", "1", "--rounds", "2", "--steps", "1"]
+    )
+    assert results["gptlab"]["tokens_per_s"] > 0 and results["hf"]["tokens_per_s"] > 0
+    assert results["ratio"] > 0
+    assert "gptlab / hf training throughput" in capsys.readouterr().out
+
+
+def test_decode_runs_and_matches_hf(bench, capsys):
+    results = bench("decode").main(
+        [*TINY_MODEL, "--block-size", "32", "--prompt-len", "4", "--new-tokens", "8", "--warmup", "0", "--rounds", "2"]
+    )
+    assert results["identical"], "gptlab and Hugging Face greedy decoding disagree"
+    assert results["ratio"] > 0
+    assert "same tokens  True" in capsys.readouterr().out
+
+
+def test_time_to_quality_runs(bench, tmp_path, corpus_file):
+    results = bench("time_to_quality").main([
+        str(corpus_file), "--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--block-size", "16",
+        "--batch-size", "8", "--schedule-steps", "20", "--warmup", "2", "--eval-interval", "5",
+        "--eval-iters", "2", "--target", "4.5", "--confirm-margin", "0.5", "--max-time", "60",
+        "--work-dir", str(tmp_path / "ttq"), "--json", str(tmp_path / "ttq.json"),
+    ])
+    assert results["steps"] >= 1
+    assert results["curve"], "no evaluation was recorded"
+    assert results["reached"] == (results["final_val_loss"] <= 4.5)
+    assert (tmp_path / "ttq.json").exists()
