@@ -48,7 +48,8 @@ TRAIN_HELP: dict[str, str] = {
     "compile": "torch.compile the model",
     "progress": "show a progress bar",
     "sample_tokens": "tokens to sample after training (0: none)",
-    "sample_prompt": "prompt of the sample printed after training",
+    "sample_prompt": "prompt of the sample printed after training "
+    "(default: 'def ' on the default corpus, else a newline)",
 }
 
 

@@ -30,9 +30,12 @@ PIECE_CHARS = 1 << 18  # documents are tokenized in pieces of about this many ch
 SNIFF_BYTES = 8192  # a NUL byte in a file's first bytes marks it as binary
 
 # Directories of the standard library left out of the default corpus: installed third-party
-# packages, and the test suites (which include lib2to3's deliberately odd test data).
+# packages, the test suites (which include lib2to3's deliberately odd test data), and modules
+# that are mostly generated data rather than code (codec tables in encodings/, the help texts
+# in pydoc_data/), which would otherwise fill a size-capped corpus with tables.
 EXCLUDED_STDLIB_DIRS = frozenset(
-    {"site-packages", "dist-packages", "test", "tests", "idle_test", "__pycache__"}
+    {"site-packages", "dist-packages", "test", "tests", "idle_test", "__pycache__",
+     "encodings", "pydoc_data"}
 )
 
 Side = Literal["train", "val"]

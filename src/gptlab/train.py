@@ -250,7 +250,8 @@ class Trainer:
         """A sample from the trained model, seeded, starting at ``sample_prompt``."""
         from gptlab.generate import SamplingParams, generate_text
 
-        prompt = self.cfg.sample_prompt or "\n"
+        # the default corpus is Python: show it writing a function
+        prompt = self.cfg.sample_prompt or ("def " if self.cfg.data is None else "\n")
         budget = self.model.config.block_size - len(self.tokenizer.encode(prompt))
         params = SamplingParams(
             max_new_tokens=max(0, min(self.cfg.sample_tokens, budget)),
