@@ -9,11 +9,25 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from gptlab.errors import ConfigError
 
 GPT2_VOCAB_SIZE = 50257
+
+T = TypeVar("T")
+
+
+def dataclass_from_dict(cls: type[T], data: dict[str, Any], what: str) -> T:
+    """``cls(**data)``, with unknown keys and wrong arguments reported as ConfigError."""
+    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"unknown {what} keys: {', '.join(unknown)}")
+    try:
+        return cls(**data)
+    except TypeError as exc:
+        raise ConfigError(f"{what}: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -53,11 +67,7 @@ class GPTConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GPTConfig:
         """Build a config from a dict (e.g. a checkpoint's JSON); unknown keys are an error."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown model config keys: {', '.join(unknown)}")
-        return cls(**data)
+        return dataclass_from_dict(cls, data, "model config")
 
     def replace(self, **changes: Any) -> GPTConfig:
         """A copy with some fields changed (validated again)."""

@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from gptlab.config import GPTConfig, preset
+from gptlab.config import GPTConfig, dataclass_from_dict, preset
 from gptlab.errors import ConfigError
 
 
@@ -86,14 +86,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         """Build from a dict (a config file or a saved run); unknown keys are an error."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown training config keys: {', '.join(unknown)}")
-        try:
-            return cls(**data)
-        except TypeError as exc:
-            raise ConfigError(str(exc)) from None
+        return dataclass_from_dict(cls, data, "training config")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
