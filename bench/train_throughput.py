@@ -49,12 +49,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def train_step_fn(
     model: torch.nn.Module, loss_of: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     optimizer: torch.optim.Optimizer, batches: list[tuple[torch.Tensor, torch.Tensor]], grad_clip: float,
-) -> Callable[[], float]:
+) -> Callable[[], None]:
     """One Trainer step per call (forward + loss, backward, clip, AdamW, zero_grad), cycling over ``batches``."""
     state = {"i": 0}
     params = [p for p in model.parameters() if p.requires_grad]
 
-    def step() -> float:
+    def step() -> None:
         x, y = batches[state["i"] % len(batches)]
         state["i"] += 1
         loss = loss_of(x, y)
@@ -62,7 +62,6 @@ def train_step_fn(
         torch.nn.utils.clip_grad_norm_(params, grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        return float(loss)
 
     return step
 
@@ -97,7 +96,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if abs(loss_ours - loss_hf) > 1e-4:
         raise RuntimeError(f"models disagree before training: loss {loss_ours} vs {loss_hf}")
 
-    steps: dict[str, Callable[[], float]] = {
+    steps: dict[str, Callable[[], None]] = {
         "gptlab": train_step_fn(ours, lambda x, y: ours(x, y)[1], opt_ours, batches, train_cfg.grad_clip),
         "hf": train_step_fn(
             hf, lambda x, y: hf(input_ids=x, labels=y, shift_labels=y).loss, opt_hf, batches, train_cfg.grad_clip

@@ -8,7 +8,7 @@ import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
-pytest.importorskip("transformers")
+pytestmark = pytest.mark.slow  # 5-10 s each, mostly importing transformers and a few timed rounds
 
 
 @pytest.fixture
@@ -26,6 +26,7 @@ TINY_MODEL = ["--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--vocab-size
 
 
 def test_train_throughput_runs(bench, capsys):
+    pytest.importorskip("transformers")
     results = bench("train_throughput").main(
         [*TINY_MODEL, "--block-size", "16", "--batch-size", "2", "--warmup", "1", "--rounds", "2", "--steps", "1"]
     )
@@ -35,6 +36,7 @@ def test_train_throughput_runs(bench, capsys):
 
 
 def test_decode_runs_and_matches_hf(bench, capsys):
+    pytest.importorskip("transformers")
     results = bench("decode").main(
         [*TINY_MODEL, "--block-size", "32", "--prompt-len", "4", "--new-tokens", "8", "--warmup", "0", "--rounds", "2"]
     )

@@ -130,3 +130,38 @@ def test_logits_match_huggingface_gpt2():
         expected = hf(x).logits
     actual, _ = model(x)
     torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_batched_decoding_of_rows_with_different_lengths_matches_each_row_alone():
+    """The server's case: rows hold different numbers of tokens, one new token per row."""
+    model = make_model()
+    lengths = [5, 9, 1]
+    seqs = [torch.randint(0, CFG.vocab_size, (n + 3,)) for n in lengths]
+    cache = model.new_cache(batch_size=3)
+    for row, (seq, n) in enumerate(zip(seqs, lengths)):
+        model(seq[:n].view(1, -1), cache=cache.rows(row, row + 1))  # prefill one row of the batch
+    assert cache.lengths.tolist() == lengths
+    steps = []
+    for t in range(3):
+        step = torch.stack([seq[n + t] for seq, n in zip(seqs, lengths)]).view(3, 1)
+        logits, _ = model(step, cache=cache)  # (3, 1, V)
+        steps.append(logits[:, 0])
+    for row, (seq, n) in enumerate(zip(seqs, lengths)):
+        alone, _ = model(seq.view(1, -1))  # (1, n + 3, V)
+        got = torch.stack([s[row] for s in steps])
+        torch.testing.assert_close(got, alone[0, n:], rtol=1e-5, atol=1e-5)
+
+
+def test_cache_rows_can_be_moved_and_reset():
+    model = make_model()
+    x = torch.randint(0, CFG.vocab_size, (1, 6))
+    cache = model.new_cache(batch_size=2)
+    model(x[:, :5], cache=cache.rows(1, 2))
+    cache.copy_row(1, 0)
+    cache.reset(1)
+    assert cache.lengths.tolist() == [5, 0]
+    logits, _ = model(x[:, 5:], cache=cache.rows(0, 1))
+    full, _ = model(x)
+    torch.testing.assert_close(logits[:, -1], full[:, -1], rtol=1e-5, atol=1e-5)
+    with pytest.raises(GenerationError, match="different lengths"):
+        model(torch.zeros(2, 2, dtype=torch.long), cache=cache)

@@ -23,10 +23,13 @@ IGNORE_INDEX = -100  # targets with this value do not count in the loss (e.g. pr
 
 
 class KVCache:
-    """Pre-allocated keys and values of every layer, for ``batch_size`` sequences of up to ``max_len`` tokens.
+    """Pre-allocated keys and values of every layer, for ``batch_size`` rows of up to ``max_len`` tokens.
 
-    All sequences in a cache share one length: the model appends T tokens per forward call and
-    ``length`` advances by T once every layer has written them.
+    Each row has its own length (``lengths``), so rows can hold sequences of different lengths:
+    a forward call of T > 1 tokens needs its rows at one common length (prefill), a call of
+    one token per row does not (batched decoding, as the server's engine does). ``rows(i, j)``
+    is a view of rows i..j-1 that shares the buffers, e.g. to prefill one new sequence into a
+    running batch.
     """
 
     def __init__(
@@ -44,19 +47,46 @@ class KVCache:
         shape = (batch_size, config.n_head, max_len, config.head_dim)
         self.keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
         self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
+        self.lengths = torch.zeros(batch_size, dtype=torch.long)  # tokens held by each row (on the CPU)
         self.max_len = max_len
-        self.length = 0
 
-    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store this layer's new (B, H, T, D) keys/values; return all of them so far, (B, H, S, D)."""
-        end = self.length + k.size(2)
-        self.keys[layer][:, :, self.length : end] = k
-        self.values[layer][:, :, self.length : end] = v
-        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
+    @property
+    def batch_size(self) -> int:
+        return len(self.lengths)
 
-    def reset(self) -> None:
-        """Forget every cached token (the buffers are kept for reuse)."""
-        self.length = 0
+    @property
+    def length(self) -> int:
+        """The common length of all rows (raises GenerationError if the rows differ)."""
+        lengths = self.lengths.tolist()
+        if len(set(lengths)) > 1:
+            raise GenerationError(f"cache rows have different lengths {lengths}")
+        return lengths[0] if lengths else 0
+
+    def rows(self, start: int, stop: int) -> KVCache:
+        """A view of rows ``start:stop``: writes through it land in this cache, lengths included."""
+        if not 0 <= start < stop <= self.batch_size:
+            raise GenerationError(f"rows {start}:{stop} out of range for a cache of {self.batch_size}")
+        view = object.__new__(KVCache)
+        view.keys = [k[start:stop] for k in self.keys]
+        view.values = [v[start:stop] for v in self.values]
+        view.lengths = self.lengths[start:stop]
+        view.max_len = self.max_len
+        return view
+
+    def copy_row(self, src: int, dst: int) -> None:
+        """Make row ``dst`` hold what row ``src`` holds (to keep a batch's live rows packed)."""
+        n = int(self.lengths[src])
+        for buffers in (self.keys, self.values):
+            for b in buffers:
+                b[dst, :, :n] = b[src, :, :n]
+        self.lengths[dst] = n
+
+    def reset(self, row: int | None = None) -> None:
+        """Forget the tokens of one row, or of every row (the buffers are kept for reuse)."""
+        if row is None:
+            self.lengths.zero_()
+        else:
+            self.lengths[row] = 0
 
 
 class CausalSelfAttention(nn.Module):
@@ -64,6 +94,7 @@ class CausalSelfAttention(nn.Module):
         super().__init__()
         self.n_head = config.n_head
         self.n_embd = config.n_embd
+        self.head_dim = config.head_dim
         self.dropout = config.dropout
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v in one matmul
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
@@ -71,34 +102,53 @@ class CausalSelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
         B, T, C = x.shape
+        if cache is not None and T == 1:
+            return self.resid_dropout(self.c_proj(self._decode_one(self.c_attn(x), cache, layer)))
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
-        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, H, T, D)
-        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-        past = 0
+        q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, T, D)
+        k = k.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
+        v = v.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
+        mask, is_causal = None, T > 1
         if cache is not None:
-            past = cache.length
-            k, v = cache.append(layer, k, v)  # (B, H, S, D)
-        if past > 0 and T == 1:
-            # one new token sees everything cached. A plain softmax(q·kᵀ)·v is several times
-            # faster here than SDPA's CPU flash kernel, which is tuned for long queries.
-            att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))  # (B, H, 1, S)
-            y = att.softmax(dim=-1) @ v  # (B, H, 1, D)
-            y = y.transpose(1, 2).reshape(B, T, C)
-            return self.resid_dropout(self.c_proj(y))
-        if past == 0:
-            mask, is_causal = None, T > 1
-        else:
-            # new token i (absolute position past + i) sees keys 0 .. past + i
-            S = past + T
-            mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(diagonal=past)
-            is_causal = False
+            past = cache.length  # a prefill continues rows that all hold the same number of tokens
+            cache.keys[layer][:, :, past : past + T] = k
+            cache.values[layer][:, :, past : past + T] = v
+            k, v = cache.keys[layer][:, :, : past + T], cache.values[layer][:, :, : past + T]  # (B, H, S, D)
+            if past > 0:  # new token i (absolute position past + i) sees keys 0 .. past + i
+                mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)
+                is_causal = False
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, is_causal=is_causal,
             dropout_p=self.dropout if self.training else 0.0,
         )  # (B, H, T, D)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)
-        return self.resid_dropout(self.c_proj(y))
+        return self.resid_dropout(self.c_proj(y.transpose(1, 2).reshape(B, T, C)))
+
+    def _decode_one(self, qkv: torch.Tensor, cache: KVCache, layer: int) -> torch.Tensor:
+        """Attention of one new token per row; rows may hold different numbers of tokens.
+
+        A plain softmax(q·kᵀ)·v over the cached keys: for a single query it is several times
+        faster on CPU than SDPA's flash kernel, which is tuned for long queries.
+        """
+        B = qkv.size(0)
+        qkv = qkv.view(B, 3, self.n_head, self.head_dim)  # (B, 3, H, D)
+        q, k, v = qkv[:, 0], qkv[:, 1], qkv[:, 2]  # (B, H, D)
+        lengths = cache.lengths
+        first, last = int(lengths.min()), int(lengths.max())
+        keys, values = cache.keys[layer], cache.values[layer]  # (B, H, max_len, D)
+        if first == last:
+            keys[:, :, last] = k
+            values[:, :, last] = v
+        else:
+            rows = torch.arange(B, device=qkv.device)
+            at = lengths.to(qkv.device)
+            keys[rows, :, at] = k
+            values[rows, :, at] = v
+        scores = keys[:, :, : last + 1] @ (q * self.head_dim**-0.5).unsqueeze(-1)  # (B, H, S, 1)
+        if first != last:  # row b sees keys 0 .. lengths[b]
+            visible = torch.arange(last + 1, device=qkv.device) <= lengths.to(qkv.device).view(B, 1)
+            scores = scores.masked_fill(~visible.view(B, 1, last + 1, 1), float("-inf"))
+        weights = scores.softmax(dim=2).transpose(2, 3)  # (B, H, 1, S)
+        return (weights @ values[:, :, : last + 1]).view(B, 1, self.n_embd)  # (B, 1, C)
 
 
 class MLP(nn.Module):
@@ -186,18 +236,29 @@ class GPT(nn.Module):
         Targets equal to ``IGNORE_INDEX`` are left out of the loss.
         """
         B, T = idx.shape
-        past = cache.length if cache is not None else 0
-        limit = cache.max_len if cache is not None else self.config.block_size
-        if past + T > limit:
-            raise GenerationError(
-                f"sequence of {past + T} tokens exceeds the context length of {limit}"
-            )
-        pos = torch.arange(past, past + T, device=idx.device)
+        if cache is None:
+            if T > self.config.block_size:
+                raise GenerationError(
+                    f"sequence of {T} tokens exceeds the context length of {self.config.block_size}"
+                )
+            pos = torch.arange(T, device=idx.device)  # (T,)
+        else:
+            if cache.batch_size != B:
+                raise GenerationError(f"cache has {cache.batch_size} rows, the input has {B}")
+            longest = int(cache.lengths.max()) + T
+            if longest > cache.max_len:
+                raise GenerationError(
+                    f"sequence of {longest} tokens exceeds the context length of {cache.max_len}"
+                )
+            if T == 1:  # one new token per row, each at its own position
+                pos = cache.lengths.to(idx.device).view(B, 1)  # (B, 1)
+            else:
+                pos = torch.arange(cache.length, cache.length + T, device=idx.device)  # (T,)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
         for layer, block in enumerate(self.transformer.h):
             x = block(x, cache, layer)
         if cache is not None:
-            cache.length += T
+            cache.lengths += T
         x = self.transformer.ln_f(x)
         if targets is not None:
             logits = self.lm_head(x)  # (B, T, V)
