@@ -91,3 +91,38 @@ def test_stop_sequence_cuts_the_text_before_it(model, tokenizer):
     cut = "".join(generate_text(model, tokenizer, "import ", params, stop=[stop], stop_at_eot=False))
     assert cut == full[: full.index(stop)]
     assert stop not in cut
+
+
+def test_logit_bias_and_penalties_follow_openais_formula():
+    from gptlab.generate import adjust_logits
+
+    logits = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
+    counts = torch.tensor([[0.0, 2.0, 1.0, 0.0]])
+    params = SamplingParams(logit_bias={0: 5.0, 3: -100.0}, frequency_penalty=0.5, presence_penalty=1.0)
+    got = adjust_logits(logits, params, counts)
+    torch.testing.assert_close(got, torch.tensor([[6.0, 2.0 - 1.0 - 1.0, 3.0 - 0.5 - 1.0, -96.0]]))
+    assert int(sample_next(logits, SamplingParams(temperature=0, logit_bias={0: 100.0}))) == 0
+    with pytest.raises(GenerationError, match="outside the vocabulary"):
+        adjust_logits(logits, SamplingParams(logit_bias={9: 1.0}))
+    with pytest.raises(GenerationError, match="presence_penalty"):
+        SamplingParams(presence_penalty=3.0)
+
+
+def test_frequency_penalty_discourages_repeats(model):
+    plain = list(generate_tokens(model, [1, 2, 3], SamplingParams(max_new_tokens=40, temperature=0)))
+    penalised = list(generate_tokens(model, [1, 2, 3], SamplingParams(max_new_tokens=40, temperature=0, frequency_penalty=2.0)))
+    assert len(set(penalised)) > len(set(plain))
+
+
+def test_text_stream_holds_back_stop_prefixes_and_partial_utf8(tokenizer):
+    from gptlab.generate import TextStream
+
+    stream = TextStream(tokenizer, stop=["END"])
+    pieces = [stream.push(t) for t in tokenizer.encode("abc EN")]
+    assert "".join(pieces) == "abc " and not stream.stopped  # "EN" could start "END"
+    assert stream.push(tokenizer.encode("D")[0]) == "" and stream.stopped
+    assert stream.flush() == ""
+    stream = TextStream(tokenizer)
+    ids = tokenizer.encode("é€")  # byte-fallback ids for characters the char vocab lacks
+    shown = "".join(stream.push(t) for t in ids) + stream.flush()
+    assert shown == "é€" and "\ufffd" not in shown
