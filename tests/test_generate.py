@@ -3,7 +3,13 @@ import torch
 
 from gptlab.config import GPTConfig
 from gptlab.errors import GenerationError
-from gptlab.generate import SamplingParams, filter_logits, generate_text, generate_tokens, sample_next
+from gptlab.generate import (
+    SamplingParams,
+    filter_logits,
+    generate_text,
+    generate_tokens,
+    sample_next,
+)
 from gptlab.model import GPT
 from gptlab.tokenizer import train_char_tokenizer
 
