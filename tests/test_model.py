@@ -165,3 +165,22 @@ def test_cache_rows_can_be_moved_and_reset():
     torch.testing.assert_close(logits[:, -1], full[:, -1], rtol=1e-5, atol=1e-5)
     with pytest.raises(GenerationError, match="different lengths"):
         model(torch.zeros(2, 2, dtype=torch.long), cache=cache)
+
+
+def test_vocabulary_padding_changes_shapes_not_results():
+    cfg = CFG.replace(vocab_pad_multiple=64)
+    assert cfg.padded_vocab_size % 64 == 0 and cfg.padded_vocab_size >= CFG.vocab_size
+    torch.manual_seed(0)
+    padded = GPT(cfg)
+    plain = GPT(CFG)
+    with torch.no_grad():
+        for name, p in plain.named_parameters():
+            q = padded.get_parameter(name)
+            q[: p.size(0)].copy_(p) if name == "transformer.wte.weight" else q.copy_(p)
+    x = torch.randint(0, CFG.vocab_size, (2, 10))
+    logits, loss = padded(x, x)
+    ref_logits, ref_loss = plain(x, x)
+    assert logits.shape == ref_logits.shape
+    torch.testing.assert_close(logits, ref_logits)
+    torch.testing.assert_close(loss, ref_loss)
+    assert padded.num_parameters() == plain.num_parameters()

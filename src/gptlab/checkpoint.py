@@ -27,8 +27,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from gptlab.config import GPTConfig
-from gptlab.fileio import atomic_write_text, fsync_dir, sha256_file
 from gptlab.errors import CheckpointError, ConfigError, TokenizerError
+from gptlab.fileio import atomic_write_text, fsync_dir, sha256_file
 from gptlab.model import GPT
 from gptlab.tokenizer import Tokenizer
 
@@ -82,12 +82,15 @@ def save_checkpoint(
     state: dict[str, Any] | None = None,
     optimizer: torch.optim.Optimizer | None = None,
     keep: int = 1,
+    model_state: dict[str, torch.Tensor] | None = None,
+    optimizer_state: dict[str, Any] | None = None,
 ) -> Path:
     """Write a complete checkpoint for ``step`` into ``run_dir`` and point ``LATEST`` at it.
 
     ``state`` is any JSON-able training state (train config, data position, metrics). The torch
     RNG state is saved too. Older checkpoints beyond the newest ``keep`` are removed afterwards.
-    Returns the checkpoint folder.
+    ``model_state`` / ``optimizer_state`` replace ``model.state_dict()`` / ``optimizer.state_dict()``
+    (a sharded model's gathered full state). Returns the checkpoint folder.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -97,7 +100,7 @@ def save_checkpoint(
     try:
         weights = {
             k: v.detach().cpu().contiguous()
-            for k, v in model.state_dict().items()
+            for k, v in (model.state_dict() if model_state is None else model_state).items()
             if k not in TIED_KEYS
         }
         save_file(weights, str(tmp / "model.safetensors"), metadata={"format": "pt"})
@@ -106,8 +109,10 @@ def save_checkpoint(
             rng["cuda"] = torch.cuda.get_rng_state()
         save_file(rng, str(tmp / "rng.safetensors"))
         optimizer_meta = None
-        if optimizer is not None:
-            tensors, optimizer_meta = _optimizer_tensors(optimizer.state_dict())
+        if optimizer_state is None and optimizer is not None:
+            optimizer_state = optimizer.state_dict()
+        if optimizer_state is not None:
+            tensors, optimizer_meta = _optimizer_tensors(optimizer_state)
             save_file(tensors, str(tmp / "optimizer.safetensors"))
         (tmp / "config.json").write_text(json.dumps(model.config.to_dict(), indent=2) + "\n")
         tokenizer.save(tmp)

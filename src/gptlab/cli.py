@@ -19,11 +19,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    from gptlab import cli_core, cli_count, cli_neurons
+    from gptlab import cli_core, cli_count, cli_hf, cli_inspect, cli_neurons
 
-    cli_core.register(subparsers)
-    cli_neurons.register(subparsers)
-    cli_count.register(subparsers)
+    for module in (cli_core, cli_neurons, cli_count, cli_hf, cli_inspect):
+        module.register(subparsers)
     return parser
 
 

@@ -45,7 +45,9 @@ TRAIN_HELP: dict[str, str] = {
     "seed": "random seed (model init, data windows, dropout, the final sample)",
     "device": "auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps",
     "dtype": "auto (bf16 autocast on CUDA), float32 or bfloat16",
-    "compile": "torch.compile the model",
+    "compile": "torch.compile the model (--no-compile to turn off; default: on for CUDA, off elsewhere)",
+    "fsdp": "with torchrun: shard the model with FSDP2 instead of replicating it with DDP",
+    "vocab_pad_multiple": "round the embedding rows up to a multiple of this (default: 64 on CUDA, 1 elsewhere)",
     "progress": "show a progress bar",
     "sample_tokens": "tokens to sample after training (0: none)",
     "sample_prompt": "prompt of the sample printed after training "
@@ -97,25 +99,33 @@ def train_config_from_args(args: argparse.Namespace) -> tuple[Any, bool]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from gptlab import distributed
     from gptlab.train import build_trainer
 
     cfg, resume = train_config_from_args(args)
     trainer = build_trainer(cfg, resume=resume)
-    model = trainer.model
-    print(
-        f"model: {model.num_parameters():,} parameters ({model.config.n_layer} layers, "
-        f"{model.config.n_head} heads, width {model.config.n_embd}, context {model.config.block_size}); "
-        f"tokenizer: {trainer.tokenizer.kind}, {trainer.tokenizer.vocab_size} tokens; "
-        f"train tokens: {len(trainer.data.train):,}; device: {trainer.device}",
-        file=sys.stderr,
-    )
-    result = trainer.fit()
-    val = f"{result.val_loss:.4f}" if result.val_loss is not None else "n/a"
-    print(f"step {result.step}: val loss {val}, {result.elapsed:.1f}s; run saved in {result.run_dir}",
-          file=sys.stderr)
-    if result.sample is not None:
-        print("---- sample ----", file=sys.stderr)
-        print(result.sample)
+    try:
+        main = trainer.dist.is_main  # under torchrun only rank 0 talks
+        model = trainer.model
+        if main:
+            world = f" x {trainer.dist.world_size} processes" if trainer.dist.enabled else ""
+            print(
+                f"model: {model.num_parameters():,} parameters ({model.config.n_layer} layers, "
+                f"{model.config.n_head} heads, width {model.config.n_embd}, context {model.config.block_size}); "
+                f"tokenizer: {trainer.tokenizer.kind}, {trainer.tokenizer.vocab_size} tokens; "
+                f"train tokens: {len(trainer.data.train):,}; device: {trainer.device}{world}",
+                file=sys.stderr,
+            )
+        result = trainer.fit()
+        if main:
+            val = f"{result.val_loss:.4f}" if result.val_loss is not None else "n/a"
+            print(f"step {result.step}: val loss {val}, {result.elapsed:.1f}s; run saved in {result.run_dir}",
+                  file=sys.stderr)
+        if main and result.sample is not None:
+            print("---- sample ----", file=sys.stderr)
+            print(result.sample)
+    finally:
+        distributed.shutdown(trainer.dist)
     return 0
 
 

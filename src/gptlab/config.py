@@ -42,9 +42,12 @@ class GPTConfig:
     dropout: float = 0.0
     bias: bool = True  # biases in Linear layers and LayerNorms, as in GPT-2
     layer_norm_epsilon: float = 1e-5
+    # The embedding/LM-head matrices get rows up to a multiple of this (64 suits GPU tensor cores);
+    # the extra rows are never a target and their logits are cut off: vocab_size stays the truth.
+    vocab_pad_multiple: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "vocab_pad_multiple"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
@@ -60,6 +63,12 @@ class GPTConfig:
     @property
     def head_dim(self) -> int:
         return self.n_embd // self.n_head
+
+    @property
+    def padded_vocab_size(self) -> int:
+        """Rows of the embedding and LM-head matrices: vocab_size rounded up to vocab_pad_multiple."""
+        m = self.vocab_pad_multiple
+        return (self.vocab_size + m - 1) // m * m
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

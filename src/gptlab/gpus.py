@@ -60,3 +60,29 @@ def get_gpu(name: str) -> GPU:
             f"unknown GPU {name!r}; choose one of {', '.join(g.name for g in GPUS.values())} "
             "or give a sustained throughput in TFLOPS (a number)"
         ) from None
+
+
+def peak_flops_of(device: object) -> float | None:
+    """Dense bf16 peak FLOP/s of the CUDA GPU ``device`` is, or None when it is not one we know.
+
+    Matched on the name CUDA reports: A100 (SXM or PCIe: 312 TFLOP/s), H100 SXM ("H100 80GB HBM3",
+    "H100 SXM": 989), H200 (989). Other GPUs (H100 PCIe/NVL, consumer cards, ...) return None:
+    MFU is then not reported rather than guessed.
+    """
+    import torch
+
+    if not isinstance(device, torch.device) or device.type != "cuda" or not torch.cuda.is_available():
+        return None
+    return peak_flops_for_name(torch.cuda.get_device_name(device))
+
+
+def peak_flops_for_name(name: str) -> float | None:
+    """See ``peak_flops_of``; ``name`` as ``torch.cuda.get_device_name`` gives it."""
+    upper = name.upper()
+    if "A100" in upper:
+        return GPUS["a100"].peak_flops
+    if "H200" in upper:
+        return GPUS["h200"].peak_flops
+    if "H100" in upper and ("HBM3" in upper or "SXM" in upper):
+        return GPUS["h100"].peak_flops
+    return None

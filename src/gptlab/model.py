@@ -184,14 +184,14 @@ class GPT(nn.Module):
         self.config = config
         self.transformer = nn.ModuleDict(
             dict(
-                wte=nn.Embedding(config.vocab_size, config.n_embd),
+                wte=nn.Embedding(config.padded_vocab_size, config.n_embd),
                 wpe=nn.Embedding(config.block_size, config.n_embd),
                 drop=nn.Dropout(config.dropout),
                 h=nn.ModuleList(Block(config) for _ in range(config.n_layer)),
                 ln_f=nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon, bias=config.bias),
             )
         )
-        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head = nn.Linear(config.n_embd, config.padded_vocab_size, bias=False)
         self.lm_head.weight = self.transformer.wte.weight  # weight tying, as in GPT-2
         self.apply(self._init_weights)
         # GPT-2 scales the projections that write into the residual stream by 1/sqrt(2 * n_layer)
@@ -209,8 +209,9 @@ class GPT(nn.Module):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
     def num_parameters(self, exclude_position_embeddings: bool = False) -> int:
-        """Number of parameters (tied weights counted once)."""
+        """Number of parameters (tied weights counted once; vocabulary padding rows not counted)."""
         n = sum(p.numel() for p in self.parameters())
+        n -= (self.config.padded_vocab_size - self.config.vocab_size) * self.config.n_embd
         if exclude_position_embeddings:
             n -= self.transformer.wpe.weight.numel()
         return n
@@ -261,11 +262,17 @@ class GPT(nn.Module):
             cache.lengths += T
         x = self.transformer.ln_f(x)
         if targets is not None:
-            logits = self.lm_head(x)  # (B, T, V)
+            logits = self._logits(x)  # (B, T, V)
             loss = F.cross_entropy(
-                logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=IGNORE_INDEX
+                logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=IGNORE_INDEX
             )
             return logits, loss
         if last_only:
             x = x[:, -1:, :]
-        return self.lm_head(x), None
+        return self._logits(x), None
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.lm_head(x)
+        if self.config.padded_vocab_size != self.config.vocab_size:
+            logits = logits[..., : self.config.vocab_size]  # padding rows are not tokens
+        return logits

@@ -19,10 +19,13 @@ from typing import Any
 
 import torch
 
+from gptlab import distributed
 from gptlab.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from gptlab.fileio import atomic_write_text
+from gptlab.count import count_config
 from gptlab.data import PreparedData, WindowSampler, is_prepared, prepare
 from gptlab.errors import ConfigError
+from gptlab.fileio import atomic_write_text
+from gptlab.gpus import peak_flops_of
 from gptlab.model import GPT
 from gptlab.tokenizer import Tokenizer
 from gptlab.train_config import TrainConfig
@@ -86,7 +89,12 @@ class TrainResult:
 
 
 class Trainer:
-    """Trains a GPT on prepared data and writes a run directory (checkpoints, metrics, plot)."""
+    """Trains a GPT on prepared data and writes a run directory (checkpoints, metrics, plot).
+
+    Under ``torchrun`` every process builds the same Trainer; the model is wrapped with DDP (or
+    FSDP2 with ``fsdp``), each rank trains on its share of every global batch, and rank 0 alone
+    logs, shows progress and writes files (checkpoints are gathered from every rank first).
+    """
 
     def __init__(
         self,
@@ -99,32 +107,48 @@ class Trainer:
     ) -> None:
         self.cfg = cfg
         self.run_dir = Path(run_dir)
-        self.device = resolve_device(cfg.device)
+        device = resolve_device(cfg.device)
+        self.dist = distributed.init_distributed(device)
+        self.device = distributed.local_device(device, self.dist)
+        distributed.check_batch(cfg.batch_size, self.dist)
+        if self.device.type == "cuda":  # TF32 for any fp32 matmul left outside autocast
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
         self.tokenizer = tokenizer
         self.data = data
         block = model.config.block_size
-        self.sampler = WindowSampler(data.train, block, cfg.batch_size, seed=cfg.seed)
+        self.sampler = WindowSampler(data.train, block, cfg.batch_size, seed=cfg.seed)  # global batches
         WindowSampler(data.val, block, cfg.batch_size, seed=cfg.seed)  # validate: val holds a window
         self.model = model.to(self.device)
-        self.optimizer = make_optimizer(self.model, cfg, self.device)
         self.step = 0
         self.saved_step: int | None = None
         self.last_val: float | None = None
+        # FSDP2 shards the parameters in place, so its optimizer is built after wrapping
+        if cfg.fsdp:
+            self.wrapped = distributed.wrap(self.model, self.dist, fsdp=True)
+        self.optimizer = make_optimizer(self.model, cfg, self.device)
         if resume_from is not None:
             self._restore(resume_from)
-        self.forward_model = self.model
-        if cfg.compile:
-            self.forward_model = torch.compile(self.model)  # type: ignore[assignment]
-        use_bf16 = cfg.dtype == "bfloat16" or (cfg.dtype == "auto" and self.device.type == "cuda")
+        if not cfg.fsdp:
+            self.wrapped = distributed.wrap(self.model, self.dist, fsdp=False)
+        compile_model = cfg.compile if cfg.compile is not None else self.device.type == "cuda"
+        self.forward_model = torch.compile(self.wrapped) if compile_model else self.wrapped
+        self.bf16 = cfg.dtype == "bfloat16" or (cfg.dtype == "auto" and self.device.type == "cuda")
         self.autocast = (
             torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
-            if use_bf16
+            if self.bf16
             else contextlib.nullcontext()
         )
+        peak = peak_flops_of(self.device) if self.bf16 else None
+        self.peak_flops = None if peak is None else peak * self.dist.world_size
+        self.flops_per_token = count_config(self.model.config).training_flops_per_token
 
     def _restore(self, ckpt: Checkpoint) -> None:
         if ckpt.optimizer_state is not None:
-            self.optimizer.load_state_dict(ckpt.optimizer_state)
+            if self.cfg.fsdp:
+                distributed.load_optimizer_state(self.model, self.optimizer, ckpt.optimizer_state)
+            else:
+                self.optimizer.load_state_dict(ckpt.optimizer_state)
         self.step = self.saved_step = int(ckpt.state.get("step", 0))
         self.sampler.load_state_dict(ckpt.state["sampler"])
         self.last_val = ckpt.state.get("val_loss")
@@ -134,6 +158,13 @@ class Trainer:
             torch.cuda.set_rng_state(ckpt.rng_state["cuda"])
         _truncate_metrics(self.run_dir / METRICS_FILE, self.step)
 
+    def _batch(self, sampler: WindowSampler) -> tuple[torch.Tensor, torch.Tensor]:
+        """This rank's share of the sampler's next global batch, on the device."""
+        x, y = (self.dist.shard(t) for t in sampler.next_batch())
+        if self.device.type == "cuda":  # pinned pages let the copy overlap the GPU's work
+            x, y = x.pin_memory(), y.pin_memory()
+        return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
     @torch.no_grad()
     def evaluate(self) -> float:
         """Mean validation loss over ``eval_iters`` fixed batches (the same windows every time)."""
@@ -141,34 +172,55 @@ class Trainer:
         sampler = WindowSampler(
             self.data.val, self.model.config.block_size, self.cfg.batch_size, seed=self.cfg.seed + 1
         )
-        total = 0.0
+        total = torch.zeros((), device=self.device)
         for _ in range(self.cfg.eval_iters):
-            x, y = sampler.next_batch()
+            x, y = self._batch(sampler)
             with self.autocast:
-                _, loss = self.forward_model(x.to(self.device), y.to(self.device))
-            total += float(loss)
+                _, loss = self.forward_model(x, y)
+            total += loss.float()
         self.model.train()
-        return total / self.cfg.eval_iters
+        return float(distributed.mean_across_ranks(total, self.dist)) / self.cfg.eval_iters
 
     def save(self) -> Path:
         """Checkpoint the current step (once per step: a second call is a no-op)."""
+        path = self.run_dir / f"ckpt-{self.step:06d}"
         if self.saved_step == self.step:
-            return self.run_dir / f"ckpt-{self.step:06d}"
+            return path
         state = {
             "step": self.step,
             "sampler": self.sampler.state_dict(),
             "val_loss": self.last_val,
             "train_config": self.cfg.to_dict(),
+            "world_size": self.dist.world_size,
         }
-        path = save_checkpoint(
-            self.run_dir, self.model, self.tokenizer, step=self.step, state=state, optimizer=self.optimizer
-        )
+        model_state = optimizer_state = None
+        if self.cfg.fsdp:  # every rank takes part in gathering the shards
+            model_state, optimizer_state = distributed.full_state(self.model, self.optimizer)
+        if self.dist.is_main:
+            path = save_checkpoint(
+                self.run_dir, self.model, self.tokenizer, step=self.step, state=state,
+                optimizer=self.optimizer, model_state=model_state, optimizer_state=optimizer_state,
+            )
+        distributed.barrier(self.dist)  # nobody runs ahead of a checkpoint that is being written
         self.saved_step = self.step
         return path
 
     def _log(self, record: dict[str, Any]) -> None:
-        with open(self.run_dir / METRICS_FILE, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        if self.dist.is_main:
+            with open(self.run_dir / METRICS_FILE, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def _out_of_time(self, start: float) -> bool:
+        """Whether ``max_time`` is spent, decided by rank 0 so that every rank stops together."""
+        if self.cfg.max_time is None:
+            return False
+        spent = torch.tensor(float(time.perf_counter() - start >= self.cfg.max_time))
+        if self.dist.enabled:
+            import torch.distributed as dist
+
+            spent = spent.to(self.device)
+            dist.broadcast(spent, src=0)
+        return bool(spent)
 
     def fit(self, steps: int | None = None) -> TrainResult:
         """Train until ``max_steps`` or ``max_time``; save a final checkpoint and return a summary.
@@ -182,35 +234,37 @@ class Trainer:
 
         cfg = self.cfg
         stop_at = cfg.max_steps if steps is None else min(cfg.max_steps, self.step + steps)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
         tokens_per_step = cfg.batch_size * cfg.grad_accum * self.model.config.block_size
         start = time.perf_counter()
         last_loss: float | None = None
         self.model.train()
         window_start, window_steps = time.perf_counter(), 0
         with contextlib.ExitStack() as stack:
-            if cfg.progress:  # log lines (val loss) print above the bar instead of through it
+            show = cfg.progress and self.dist.is_main
+            if show:  # log lines (val loss) print above the bar instead of through it
                 stack.enter_context(logging_redirect_tqdm())
             bar = stack.enter_context(tqdm(
-                total=cfg.max_steps, initial=self.step, disable=not cfg.progress, unit="step",
+                total=cfg.max_steps, initial=self.step, disable=not show, unit="step",
                 dynamic_ncols=True, desc="train",
             ))
             while self.step < stop_at:
-                if cfg.max_time is not None and time.perf_counter() - start >= cfg.max_time:
+                if self._out_of_time(start):
                     log.info("time budget of %.0fs reached at step %d", cfg.max_time, self.step)
                     break
                 lr = lr_at(self.step, cfg)
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
                 loss_sum = torch.zeros((), device=self.device)
-                for _ in range(cfg.grad_accum):
-                    x, y = self.sampler.next_batch()
-                    x = x.to(self.device, non_blocking=True)
-                    y = y.to(self.device, non_blocking=True)
-                    with self.autocast:
-                        _, loss = self.forward_model(x, y)
-                    (loss / cfg.grad_accum).backward()
-                    loss_sum += loss.detach()
+                for micro in range(cfg.grad_accum):
+                    x, y = self._batch(self.sampler)
+                    # gradients are all-reduced once, on the last micro-step
+                    with distributed.gradient_sync(self.wrapped, sync=micro == cfg.grad_accum - 1):
+                        with self.autocast:
+                            _, loss = self.forward_model(x, y)
+                        (loss / cfg.grad_accum).backward()
+                    loss_sum += loss.detach().float()
                 if cfg.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
                 self.optimizer.step()
@@ -219,14 +273,18 @@ class Trainer:
                 window_steps += 1
                 bar.update(1)
                 if self.step % cfg.log_interval == 0 or self.step == cfg.max_steps:
-                    last_loss = float(loss_sum) / cfg.grad_accum
+                    last_loss = float(distributed.mean_across_ranks(loss_sum, self.dist)) / cfg.grad_accum
                     now = time.perf_counter()
                     tokens_per_s = window_steps * tokens_per_step / max(now - window_start, 1e-9)
                     window_start, window_steps = now, 0
-                    self._log({"step": self.step, "loss": last_loss, "lr": lr,
-                               "tokens_per_s": round(tokens_per_s, 1),
-                               "elapsed": round(now - start, 3)})
-                    bar.set_postfix(loss=f"{last_loss:.4f}", tok_s=f"{tokens_per_s:,.0f}")
+                    record = {"step": self.step, "loss": last_loss, "lr": lr,
+                              "tokens_per_s": round(tokens_per_s, 1), "elapsed": round(now - start, 3)}
+                    postfix = {"loss": f"{last_loss:.4f}", "tok_s": f"{tokens_per_s:,.0f}"}
+                    if self.peak_flops is not None:  # model FLOPs utilisation of the actual GPU(s)
+                        record["mfu"] = round(tokens_per_s * self.flops_per_token / self.peak_flops, 4)
+                        postfix["mfu"] = f"{record['mfu']:.1%}"
+                    self._log(record)
+                    bar.set_postfix(postfix)
                 if self.step % cfg.eval_interval == 0:
                     self._eval_and_log(start)
                 if self.step % cfg.checkpoint_interval == 0:
@@ -234,9 +292,13 @@ class Trainer:
         if self.last_val is None or self.step % cfg.eval_interval != 0:
             self._eval_and_log(start)
         self.save()
-        _plot_if_possible(self.run_dir)
         done = self.step >= cfg.max_steps
-        sample = self.sample() if cfg.sample_tokens > 0 and done else None
+        sample = None
+        if self.dist.is_main:
+            _plot_if_possible(self.run_dir)
+            if cfg.sample_tokens > 0 and done:
+                sample = self.sample()
+        distributed.barrier(self.dist)
         return TrainResult(self.run_dir, self.step, last_loss, self.last_val, sample,
                            time.perf_counter() - start)
 
@@ -244,7 +306,8 @@ class Trainer:
         self.last_val = self.evaluate()
         self._log({"step": self.step, "val_loss": self.last_val,
                    "elapsed": round(time.perf_counter() - start, 3)})
-        log.info("step %d: val loss %.4f", self.step, self.last_val)
+        if self.dist.is_main:
+            log.info("step %d: val loss %.4f", self.step, self.last_val)
 
     def sample(self) -> str:
         """A sample from the trained model, seeded, starting at ``sample_prompt``."""
@@ -257,7 +320,10 @@ class Trainer:
             max_new_tokens=max(0, min(self.cfg.sample_tokens, budget)),
             temperature=0.8, top_k=50, seed=self.cfg.seed,
         )
-        return prompt + "".join(generate_text(self.model, self.tokenizer, prompt, params, stop_at_eot=False))
+        model = self.model
+        if self.cfg.fsdp:  # a sharded model cannot run on one rank: sample from the last checkpoint
+            model = load_checkpoint(self.run_dir, device=self.device).model
+        return prompt + "".join(generate_text(model, self.tokenizer, prompt, params, stop_at_eot=False))
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
@@ -298,6 +364,8 @@ def build_trainer(cfg: TrainConfig, resume: bool = False) -> Trainer:
     """
     from gptlab.errors import CheckpointError
 
+    device = resolve_device(cfg.device)
+    ctx = distributed.init_distributed(device)  # under torchrun: rank 0 prepares, the others wait
     run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg, resume)
     has_checkpoint = (run_dir / "LATEST").exists()
     if resume and not has_checkpoint:
@@ -310,7 +378,7 @@ def build_trainer(cfg: TrainConfig, resume: bool = False) -> Trainer:
     data_dir = run_dir / "data"
     if cfg.data is not None and is_prepared(cfg.data):
         data_dir = Path(cfg.data)
-    elif not is_prepared(data_dir):
+    elif ctx.is_main and not is_prepared(data_dir):
         tokenizer = None
         if cfg.tokenizer not in ("char", "bpe"):
             tokenizer = Tokenizer.load(cfg.tokenizer)
@@ -319,14 +387,16 @@ def build_trainer(cfg: TrainConfig, resume: bool = False) -> Trainer:
             vocab_size=cfg.vocab_size, val_fraction=cfg.val_fraction, max_bytes=cfg.max_bytes,
             progress=cfg.progress,
         )
+    distributed.barrier(ctx)
     data = PreparedData.open(data_dir)
     ckpt = None
     if resume:
         ckpt = load_checkpoint(run_dir, with_optimizer=True)
         model, tokenizer = ckpt.model, ckpt.tokenizer
     else:
-        model_config = cfg.model_config(vocab_size=data.tokenizer.vocab_size)
+        model_config = cfg.model_config(data.tokenizer.vocab_size, device.type)
         model, tokenizer = GPT(model_config), data.tokenizer
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / CONFIG_FILE, json.dumps(cfg.to_dict(), indent=2) + "\n")
+    if ctx.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / CONFIG_FILE, json.dumps(cfg.to_dict(), indent=2) + "\n")
     return Trainer(cfg, model, tokenizer, data, run_dir, resume_from=ckpt)

@@ -52,7 +52,9 @@ class TrainConfig:
     seed: int = 1337
     device: str = "auto"
     dtype: str = "auto"  # auto (bf16 autocast on CUDA, fp32 elsewhere), float32, bfloat16
-    compile: bool = False
+    compile: bool | None = None  # None: on for CUDA, off elsewhere
+    fsdp: bool = False  # under torchrun: shard parameters, gradients and optimizer state (FSDP2)
+    vocab_pad_multiple: int | None = None  # None: 64 on CUDA (tensor-core friendly), 1 elsewhere
     progress: bool = True
     sample_tokens: int = 300  # tokens to sample at the end (0: none)
     sample_prompt: str = ""
@@ -73,6 +75,8 @@ class TrainConfig:
             raise ConfigError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
         if self.max_time is not None and not self.max_time > 0:
             raise ConfigError(f"max_time must be positive, got {self.max_time!r}")
+        if self.vocab_pad_multiple is not None and self.vocab_pad_multiple < 1:
+            raise ConfigError(f"vocab_pad_multiple must be positive, got {self.vocab_pad_multiple!r}")
         if self.max_bytes is not None and self.max_bytes < 1:
             raise ConfigError(f"max_bytes must be positive, got {self.max_bytes!r}")
         if self.dtype not in ("auto", "float32", "bfloat16"):
@@ -91,11 +95,12 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def model_config(self, vocab_size: int) -> GPTConfig:
+    def model_config(self, vocab_size: int, device_type: str = "cpu") -> GPTConfig:
         """The preset with this config's overrides and the tokenizer's vocabulary size."""
         overrides = {
             name: getattr(self, name)
             for name in ("n_layer", "n_head", "n_embd", "block_size", "dropout")
             if getattr(self, name) is not None
         }
-        return preset(self.preset, vocab_size=vocab_size, **overrides)
+        pad = self.vocab_pad_multiple or (64 if device_type == "cuda" else 1)
+        return preset(self.preset, vocab_size=vocab_size, vocab_pad_multiple=pad, **overrides)
