@@ -56,3 +56,22 @@ def test_time_to_quality_runs(bench, tmp_path, corpus_file):
     assert results["curve"], "no evaluation was recorded"
     assert results["reached"] == (results["final_val_loss"] <= 4.5)
     assert (tmp_path / "ttq.json").exists()
+
+
+def test_gpu_train_throughput_runs_on_cpu(bench, capsys):
+    results = bench("gpu_train").main(
+        ["throughput", "--device", "cpu", "--preset", "tiny", "--batch-size", "2", "--steps", "2", "--warmup", "1"]
+    )
+    assert results["tokens_per_s"] > 0
+    assert results["mfu"] is None  # no known peak for a CPU: not guessed
+    assert "MFU" not in capsys.readouterr().out.splitlines()[-1]
+
+
+def test_gpu_train_quality_recipe_runs_on_cpu(bench, tmp_path, corpus_file):
+    results = bench("gpu_train").main([
+        "quality", str(corpus_file), "--device", "cpu", "--dtype", "float32", "--no-compile",
+        "--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--block-size", "16", "--batch-size", "8",
+        "--schedule-steps", "10", "--eval-interval", "5", "--eval-iters", "2", "--target", "9",
+        "--work-dir", str(tmp_path / "q"),
+    ])
+    assert results["reached"] and results["config"]["dropout"] == 0.2
