@@ -18,3 +18,18 @@ if ! "$py" -c "import torch" >/dev/null 2>&1; then
     "$py" -m pip install --quiet "${GPTLAB_TORCH:-torch==2.13.0}"
 fi
 "$py" -m pip install --quiet -e ".[$extras]"
+# The playground test (tests/server/test_playground.py) drives a real Chromium; Playwright cannot
+# download browsers here, so the dev install asks the system package manager for one.
+if [[ ",$extras," == *",dev,"* ]]; then
+    if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
+        || command -v google-chrome >/dev/null 2>&1; then
+        :
+    elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "installing chromium (apt-get) for the playground browser test"
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+            || echo "note: apt-get could not install chromium: the playground browser test will be skipped"
+    else
+        echo "note: no chromium found: install it (e.g. 'sudo apt-get install chromium') to run the"
+        echo "      playground browser test, which is skipped otherwise"
+    fi
+fi

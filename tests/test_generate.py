@@ -132,3 +132,56 @@ def test_text_stream_holds_back_stop_prefixes_and_partial_utf8(tokenizer):
     ids = tokenizer.encode("é€")  # byte-fallback ids for characters the char vocab lacks
     shown = "".join(stream.push(t) for t in ids) + stream.flush()
     assert shown == "é€" and "\ufffd" not in shown
+
+
+def test_sample_rows_keeps_exactly_the_tokens_filter_logits_keeps():
+    from gptlab.generate import SequenceSampler, sample_rows
+
+    torch.manual_seed(0)
+    logits = torch.randn(4, 50) * 3
+    params = [SamplingParams(temperature=0.7, top_k=5), SamplingParams(top_p=0.6),
+              SamplingParams(temperature=1.3, top_k=10, top_p=0.8), SamplingParams(temperature=0)]
+    samplers = [SequenceSampler(p, 50) for p in params]
+    seen = [set() for _ in params]
+    for _ in range(400):
+        for row, token in enumerate(sample_rows(logits, samplers).tolist()):
+            seen[row].add(token)
+    for row, p in enumerate(params[:3]):
+        allowed = set(torch.nonzero(filter_logits(logits[row : row + 1], p)[0] > float("-inf")).flatten().tolist())
+        assert seen[row] == allowed  # 400 draws reach every kept token here, and nothing else
+    assert seen[3] == {int(logits[3].argmax())}
+
+
+def test_sample_rows_draws_in_proportion_to_the_probabilities():
+    from gptlab.generate import SequenceSampler, sample_rows
+
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.2]]))
+    sampler = SequenceSampler(SamplingParams(seed=1), 3)
+    counts = torch.bincount(torch.cat([sample_rows(logits, [sampler]) for _ in range(3000)]), minlength=3)
+    torch.testing.assert_close(counts / 3000, torch.tensor([0.5, 0.3, 0.2]), atol=0.03, rtol=0)
+
+
+def test_a_seeded_row_samples_the_same_alone_or_beside_others():
+    from gptlab.generate import SequenceSampler, sample_rows
+
+    torch.manual_seed(0)
+    logits = torch.randn(20, 3, 30)
+    params = SamplingParams(seed=5, top_p=0.9)
+    alone = SequenceSampler(params, 30)
+    together = [SequenceSampler(SamplingParams(temperature=0), 30), SequenceSampler(params, 30),
+                SequenceSampler(SamplingParams(seed=9, top_k=3), 30)]
+    for step in logits:
+        assert sample_rows(step[1:2], [alone]).item() == sample_rows(step, together)[1].item()
+
+
+def test_text_stream_decodes_incrementally_to_the_full_decode():
+    from gptlab.generate import TextStream
+    from gptlab.tokenizer import train_bpe_tokenizer
+
+    text = "naïve café — 東京 🙂 and plain ASCII; ümlaut\n" * 3
+    tokenizer = train_bpe_tokenizer([text], vocab_size=300)
+    ids = tokenizer.encode(text)
+    stream = TextStream(tokenizer)
+    pieces = [stream.push(t) for t in ids]
+    assert "".join(pieces) + stream.flush() == tokenizer.decode(ids) == text
+    assert all("\ufffd" not in p for p in pieces)

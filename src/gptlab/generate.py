@@ -92,15 +92,86 @@ def filter_logits(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
     return logits
 
 
+class SequenceSampler:
+    """The sampling state of one sequence: its parameters, random generator and token counts.
+
+    Each sequence draws from its own generator (seeded by ``params.seed``, else at random), so a
+    seeded sequence gets the same tokens alone or in a batch with others.
+    """
+
+    def __init__(self, params: SamplingParams, vocab_size: int, device: torch.device | str = "cpu") -> None:
+        self.params = params
+        seed = params.seed if params.seed is not None else int(torch.randint(0, 2**62, ()).item())
+        self.generator = torch.Generator(device=device).manual_seed(seed)
+        self.counts = torch.zeros(vocab_size, device=device) if params.penalised else None
+        self.bias_ids = self.bias_values = None
+        if params.logit_bias:
+            ids = list(params.logit_bias)
+            if min(ids) < 0 or max(ids) >= vocab_size:
+                raise GenerationError(f"logit_bias names a token id outside the vocabulary of {vocab_size}")
+            self.bias_ids = torch.tensor(ids, device=device)
+            self.bias_values = torch.tensor(list(params.logit_bias.values()), device=device)
+
+    def observe(self, token: int) -> None:
+        """Count a generated token (for the penalties)."""
+        if self.counts is not None:
+            self.counts[token] += 1
+
+
+def sample_rows(logits: torch.Tensor, samplers: Sequence[SequenceSampler]) -> torch.Tensor:
+    """The next token of each row of ``logits`` (B, V), row b sampled with ``samplers[b]``; (B,) int64.
+
+    The work is batched across rows: logit_bias and penalties (rows that have them), temperature,
+    top-k and top-p (one sort, only when some row filters), then inverse-CDF sampling with one
+    uniform number per row drawn from that row's generator. Greedy rows (temperature 0) take the
+    argmax of their adjusted logits.
+    """
+    logits = logits.float()
+    if any(s.bias_ids is not None or s.counts is not None for s in samplers):
+        logits = logits.clone()
+        for row, s in enumerate(samplers):
+            if s.bias_ids is not None:
+                logits[row].index_add_(0, s.bias_ids, s.bias_values.to(logits.dtype))
+            if s.counts is not None:
+                p = s.params
+                logits[row] -= p.frequency_penalty * s.counts + p.presence_penalty * (s.counts > 0).float()
+    greedy = [s.params.temperature == 0 for s in samplers]
+    if all(greedy):
+        return logits.argmax(dim=-1)
+    V = logits.size(-1)
+    device = logits.device
+    temperature = torch.tensor([s.params.temperature or 1.0 for s in samplers], device=device)
+    probs = (logits / temperature.unsqueeze(1)).softmax(dim=-1)  # (B, V)
+    order = None
+    if any(s.params.top_k is not None or s.params.top_p is not None for s in samplers):
+        probs, order = probs.sort(dim=-1, descending=True)
+        top_k = torch.tensor([s.params.top_k or V for s in samplers], device=device)
+        top_p = torch.tensor([s.params.top_p or 2.0 for s in samplers], device=device)
+        probs = probs * (torch.arange(V, device=device) < top_k.unsqueeze(1))  # top-k first
+        probs = probs / probs.sum(dim=-1, keepdim=True)
+        # then, as filter_logits: a token goes when the tokens ranked above it already reach top_p
+        probs = probs * ((probs.cumsum(dim=-1) - probs) < top_p.unsqueeze(1))
+    cdf = probs.cumsum(dim=-1)  # (B, V)
+    u = torch.cat([torch.rand(1, generator=s.generator, device=device) for s in samplers])  # (B,)
+    index = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(1), right=True).clamp_(max=V - 1)
+    # a token of probability zero is never chosen: step back over any (only at the very end)
+    index = torch.where(probs.gather(-1, index) > 0, index, (probs > 0).cumsum(-1).argmax(-1, keepdim=True))
+    tokens = (order.gather(-1, index) if order is not None else index).squeeze(1)
+    if any(greedy):
+        tokens = torch.where(torch.tensor(greedy, device=device), logits.argmax(dim=-1), tokens)
+    return tokens
+
+
 def sample_next(
     logits: torch.Tensor,
     params: SamplingParams,
     generator: torch.Generator | None = None,
     counts: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Pick the next token id for each row of ``logits`` (B, V); returns (B,) int64.
+    """Pick the next token id for each row of ``logits`` (B, V) with one set of parameters; (B,) int64.
 
-    ``counts`` (B, V): tokens generated so far per row, for the penalties.
+    ``counts`` (B, V): tokens generated so far per row, for the penalties. Unlike ``sample_rows``
+    the rows share one generator; this is the simple form for a batch of identical requests.
     """
     logits = adjust_logits(logits.float(), params, counts)
     if params.temperature == 0:
@@ -150,19 +221,15 @@ def generate_tokens(
     was_training = model.training
     model.eval()
     device = model.transformer.wte.weight.device
-    generator = None
-    if params.seed is not None:
-        generator = torch.Generator(device=device).manual_seed(params.seed)
+    sampler = SequenceSampler(params, model.config.vocab_size, device)
     cache = model.new_cache(batch_size=1, max_len=total)
     try:
         idx = torch.tensor([list(prompt_ids)], dtype=torch.long, device=device)  # (1, T)
-        counts = torch.zeros(1, model.config.vocab_size, device=device) if params.penalised else None
         for _ in range(params.max_new_tokens):
             logits, _ = model(idx, cache=cache, last_only=True)  # (1, 1, V)
-            next_id = sample_next(logits[:, -1, :], params, generator, counts)  # (1,)
+            next_id = sample_rows(logits[:, -1, :], [sampler])  # (1,)
             token = int(next_id.item())
-            if counts is not None:
-                counts[0, token] += 1
+            sampler.observe(token)
             yield token
             idx = next_id.view(1, 1)
     finally:
@@ -177,13 +244,19 @@ class TextStream:
     Once a stop sequence appears, ``stopped`` is True and the text before it is all that was shown.
     ``flush()`` returns whatever is still held back at the end. The server streams through this
     class too, so the CLI and the API cut text the same way.
+
+    Decoding is incremental: only the tokens since the last complete character are decoded again
+    (byte-level tokenizers decode a concatenation of tokens to the concatenation of their bytes).
     """
+
+    MAX_PENDING = 8  # tokens; more than a UTF-8 character needs, so nothing valid waits longer
 
     def __init__(self, tokenizer: Tokenizer, stop: Sequence[str] = ()) -> None:
         self.tokenizer = tokenizer
         self.stops = [s for s in stop if s]
         self.tokens: list[int] = []
-        self.text = ""
+        self.text = ""  # decoded text of the tokens before ``pending``
+        self.pending: list[int] = []  # tokens whose text may still be an incomplete character
         self.shown = 0  # characters of the decoded text already returned
         self.stopped = False
 
@@ -191,7 +264,12 @@ class TextStream:
         if self.stopped:
             return ""
         self.tokens.append(token)
-        self.text = self.tokenizer.decode(self.tokens)
+        self.pending.append(token)
+        piece = self.tokenizer.decode(self.pending)
+        if piece.endswith("\ufffd") and len(self.pending) < self.MAX_PENDING:
+            return ""  # wait for the rest of the character
+        self.text += piece
+        self.pending = []
         longest = max((len(s) for s in self.stops), default=0)
         cut = _first_stop(self.text, self.stops, start=max(0, self.shown - longest))
         if cut is not None:
@@ -201,7 +279,16 @@ class TextStream:
 
     def flush(self) -> str:
         """The rest of the text (at the end of generation), unless a stop sequence ended it."""
-        return "" if self.stopped else self._show(len(self.text))
+        if self.stopped:
+            return ""
+        if self.pending:
+            self.text += self.tokenizer.decode(self.pending)
+            self.pending = []
+            cut = _first_stop(self.text, self.stops, start=0)
+            if cut is not None:
+                self.stopped = True
+                return self._show(cut)
+        return self._show(len(self.text))
 
     def _show(self, upto: int) -> str:
         if upto <= self.shown:

@@ -16,16 +16,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import threading
-from collections import deque
+from collections import defaultdict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
 
 from gptlab.errors import GenerationError, GptlabError
-from gptlab.generate import SamplingParams, TextStream, sample_next, top_logprobs
+from gptlab.generate import (
+    SamplingParams,
+    SequenceSampler,
+    TextStream,
+    sample_rows,
+    top_logprobs,
+)
 from gptlab.model import GPT
 from gptlab.tokenizer import Tokenizer
 
@@ -97,12 +102,11 @@ class RequestStream:
             self._done = True
         return item
 
-    def _put(self, item: TokenEvent | BaseException) -> None:
-        """Called from the engine thread."""
-        try:
-            self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
-        except RuntimeError:  # the event loop is closed: nobody is listening any more
-            self.cancelled = True
+
+def _deliver(items: list[tuple[RequestStream, TokenEvent | BaseException]]) -> None:
+    """Runs on the event loop: hand each event to its stream."""
+    for stream, item in items:
+        stream._queue.put_nowait(item)
 
 
 class _Sequence:
@@ -115,9 +119,7 @@ class _Sequence:
         self.request = request
         self.stream = stream
         self.text = TextStream(tokenizer, request.stop)
-        seed = request.params.seed if request.params.seed is not None else secrets.randbits(63)
-        self.generator = torch.Generator(device=device).manual_seed(seed)
-        self.counts = torch.zeros(1, vocab, device=device) if request.params.penalised else None
+        self.sampler = SequenceSampler(request.params, vocab, device)
         self.generated = 0
         self.last_token = 0
 
@@ -138,6 +140,7 @@ class Engine:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self.device = next(model.parameters()).device
+        self._outbox: list[tuple[RequestStream, TokenEvent | BaseException]] = []
 
     # -- the asyncio side -------------------------------------------------------------------------
 
@@ -156,7 +159,7 @@ class Engine:
             raise GenerationError(f"prompt token ids must be in [0, {vocab})")
         stream = RequestStream(asyncio.get_running_loop())
         stream.prompt_tokens = n_prompt
-        seq = _Sequence(request, stream, self.tokenizer, vocab, self.device)
+        seq = _Sequence(request, stream, self.tokenizer, vocab, self.device)  # checks logit_bias
         with self._lock:
             if len(self._waiting) >= self.config.max_queue:
                 raise QueueFullError(f"the queue is full ({self.config.max_queue} requests waiting)")
@@ -201,6 +204,25 @@ class Engine:
                 except Exception as exc:  # a bug must not leave clients waiting forever
                     log.exception("engine step failed")
                     self._fail_all(exc)
+                self._flush()
+
+    def _send(self, seq: _Sequence, item: TokenEvent | BaseException) -> None:
+        self._outbox.append((seq.stream, item))
+
+    def _flush(self) -> None:
+        """Deliver this step's events: one wake-up of each event loop, not one per token."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[RequestStream, TokenEvent | BaseException]]] = (
+            defaultdict(list)
+        )
+        for stream, item in self._outbox:
+            by_loop[stream._loop].append((stream, item))
+        self._outbox = []
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_deliver, items)
+            except RuntimeError:  # the event loop is closed: nobody is listening any more
+                for stream, _ in items:
+                    stream.cancelled = True
 
     def _admit(self) -> None:
         """Prefill waiting requests into free rows, up to ``max_prefill_tokens`` prompt tokens."""
@@ -215,6 +237,7 @@ class Engine:
                 continue
             budget -= len(seq.request.prompt_ids)
             self._prefill(seq)
+            self._flush()  # the first token goes out before the next prompt is prefilled
 
     def _prefill(self, seq: _Sequence) -> None:
         row = len(self._running)
@@ -228,37 +251,44 @@ class Engine:
             seq.stream.prompt_logprobs = [None, *picked]
         if seq.request.params.max_new_tokens == 0:  # e.g. echo-only scoring of a prompt
             view.reset()
-            seq.stream._put(TokenEvent(None, "", finish_reason="length"))
+            self._send(seq, TokenEvent(None, "", finish_reason="length"))
             return
         with self._lock:
             self._running.append(seq)
-        self._emit(row, logits[:, -1])  # the first new token comes from the prompt's last position
+        self._sample([row], logits[:, -1])  # the first new token comes from the prompt's last position
 
     def _decode_step(self) -> None:
         n = len(self._running)
         tokens = torch.tensor([[s.last_token] for s in self._running], dtype=torch.long, device=self.device)
         logits, _ = self.model(tokens, cache=self.cache.rows(0, n))  # (n, 1, V)
-        for row in reversed(range(n)):  # from the bottom, so releasing a row never moves an unvisited one
-            self._emit(row, logits[row : row + 1, -1])
+        self._sample(list(range(n)), logits[:, -1])
 
-    def _emit(self, row: int, logits: torch.Tensor) -> None:
-        """Sample row ``row``'s next token from ``logits`` (1, V), send it, and retire the row if done."""
-        seq = self._running[row]
-        if seq.stream.cancelled:
+    def _sample(self, rows: list[int], logits: torch.Tensor) -> None:
+        """Sample the next token of ``rows`` from their ``logits`` (len(rows), V) in one batch, send
+        the events, and retire the rows that are done or cancelled."""
+        seqs = [self._running[row] for row in rows]
+        tokens = sample_rows(logits, [s.sampler for s in seqs]).tolist()
+        want = [i for i, s in enumerate(seqs) if s.request.logprobs is not None]
+        logprobs: dict[int, tuple[float, list[tuple[int, float]]]] = {}
+        if want:
+            k = max(seqs[i].request.logprobs or 0 for i in want)
+            picked = torch.tensor([tokens[i] for i in want], device=logits.device)
+            chosen, ids, values = top_logprobs(logits[want], picked, k)
+            for j, i in enumerate(want):
+                n = seqs[i].request.logprobs or 0
+                logprobs[i] = (float(chosen[j]), list(zip(ids[j, :n].tolist(), values[j, :n].tolist())))
+        done = [row for i, row in enumerate(rows) if self._emit(seqs[i], tokens[i], *logprobs.get(i, (None, [])))]
+        for row in sorted(done, reverse=True):  # from the bottom: a release moves the last row up
             self._release(row)
-            return
+
+    def _emit(self, seq: _Sequence, token_id: int, logprob: float | None, top: list[tuple[int, float]]) -> bool:
+        """Send ``token_id`` to ``seq``'s client; True when the sequence is finished (or cancelled)."""
+        if seq.stream.cancelled:
+            return True
         req = seq.request
-        token = sample_next(logits, req.params, seq.generator, seq.counts)  # (1,)
-        token_id = int(token)
         seq.generated += 1
         seq.stream.completion_tokens = seq.generated
-        if seq.counts is not None:
-            seq.counts[0, token_id] += 1
-        logprob, top = None, []
-        if req.logprobs is not None:
-            chosen, ids, values = top_logprobs(logits, token, req.logprobs)
-            logprob = float(chosen[0])
-            top = list(zip(ids[0].tolist(), values[0].tolist()))
+        seq.sampler.observe(token_id)
         if token_id in req.stop_token_ids:
             event = TokenEvent(token_id, seq.text.flush(), logprob, top, finish_reason="stop")
         else:
@@ -270,10 +300,9 @@ class Engine:
                 finish = "length"
                 text += seq.text.flush()
             event = TokenEvent(token_id, text, logprob, top, finish_reason=finish)
-        seq.stream._put(event)
+        self._send(seq, event)
         seq.last_token = token_id
-        if event.finish_reason is not None:
-            self._release(row)
+        return event.finish_reason is not None
 
     def _release(self, row: int) -> None:
         """Free ``row``: the last running row moves into it."""
@@ -292,4 +321,4 @@ class Engine:
             self._waiting.clear()
         self.cache.reset()
         for seq in failed:
-            seq.stream._put(GenerationError(f"generation failed: {exc}"))
+            self._send(seq, GenerationError(f"generation failed: {exc}"))

@@ -1,0 +1,38 @@
+"""Server-Sent Events: ``data: {json}\\n\\n`` frames, ending with ``data: [DONE]``.
+
+:class:`EventStreamResponse` guarantees its ``on_close`` callback runs however the response ends
+(finished, client gone, cancelled), which is where the engine slots of a stream are freed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from pydantic import BaseModel
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+DONE = b"data: [DONE]\n\n"
+HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def sse_data(payload: BaseModel | dict[str, Any]) -> bytes:
+    """One SSE frame carrying ``payload`` as compact JSON."""
+    text = payload.model_dump_json() if isinstance(payload, BaseModel) else json.dumps(payload)
+    return b"data: " + text.encode("utf-8") + b"\n\n"
+
+
+class EventStreamResponse(StreamingResponse):
+    """A ``text/event-stream`` response whose ``on_close`` always runs at the end."""
+
+    def __init__(self, content: AsyncIterator[bytes], on_close: Callable[[], None]) -> None:
+        super().__init__(content, media_type="text/event-stream", headers=HEADERS)
+        self._on_close = on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._on_close()

@@ -1,0 +1,63 @@
+"""``gptlab serve`` as a command: flags, fail-fast errors, a checkpoint that cannot load, CORS."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from gptlab.cli import main
+from gptlab.cli_serve import default_model_name
+
+
+def test_help_lists_the_flags(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["serve", "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    for flag in ("--host", "--port", "--api-key", "--max-batch-size", "--max-queue", "--max-body-bytes",
+                 "--device", "--cors-origin", "127.0.0.1", "GPTLAB_API_KEY"):
+        assert flag in out
+
+
+def test_missing_run_fails_before_serving(tmp_path, capsys):
+    assert main(["serve", str(tmp_path / "nope")]) == 1
+    assert "no such run or checkpoint" in capsys.readouterr().err
+
+
+def test_default_model_name(tmp_path):
+    assert default_model_name(tmp_path / "runs" / "shakespeare") == "shakespeare"
+    assert default_model_name(tmp_path / "runs" / "shakespeare" / "ckpt-000500") == "shakespeare/ckpt-000500"
+
+
+@pytest.mark.slow
+def test_corrupted_checkpoint_exits_with_an_error(tiny_run, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_run, broken)
+    weights = next(broken.glob("ckpt-*/model.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:-10])
+    result = subprocess.run([sys.executable, "-m", "gptlab", "serve", str(broken), "--port", "0"],
+                            check=False, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert "checksum mismatch" in result.stderr
+
+
+@pytest.mark.slow
+def test_api_key_flag_model_name_and_cors(tiny_run, serve, server):
+    proc = serve(tiny_run, "--api-key", "flag-key", "--model-name", "my-gpt", "--cors-origin", "http://ui.example")
+    assert httpx.get(proc.url + "/v1/models").status_code == 401
+    models = httpx.get(proc.url + "/v1/models", headers={"Authorization": "Bearer flag-key"}).json()
+    assert [m["id"] for m in models["data"]] == ["my-gpt"]
+    preflight = {"Origin": "http://ui.example", "Access-Control-Request-Method": "POST",
+                 "Access-Control-Request-Headers": "authorization,content-type"}
+    allowed = httpx.options(proc.url + "/v1/completions", headers=preflight)
+    assert allowed.status_code == 200
+    assert allowed.headers["access-control-allow-origin"] == "http://ui.example"
+    other = httpx.options(proc.url + "/v1/completions", headers={**preflight, "Origin": "http://evil.example"})
+    assert "access-control-allow-origin" not in other.headers
+    # CORS is off by default: the shared server sends no CORS headers at all
+    plain = httpx.get(server.url + "/health", headers={"Origin": "http://ui.example"})
+    assert "access-control-allow-origin" not in plain.headers

@@ -1,0 +1,49 @@
+"""``/metrics``: Prometheus text that prometheus_client's own parser reads, with request, token,
+queue and latency metrics that move when the server works."""
+
+from __future__ import annotations
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+
+def scrape(url: str) -> dict[str, dict]:
+    response = httpx.get(url + "/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    return {f.name: f for f in text_string_to_metric_families(response.text)}
+
+
+def value(families: dict, family: str, sample: str | None = None, **labels: str) -> float:
+    return sum(s.value for s in families[family].samples
+               if s.name == (sample or family) and all(s.labels.get(k) == v for k, v in labels.items()))
+
+
+def test_metrics_move_with_work(server, http):
+    before = scrape(server.url)
+    eot = http.post("/tokenize", json={"prompt": "<|endoftext|>"}).json()["tokens"][0]
+    out = http.post("/v1/completions", json={"prompt": "def ", "max_tokens": 7, "stream": True,
+                                             "logit_bias": {str(eot): -100}})
+    assert out.status_code == 200 and out.text.endswith("data: [DONE]\n\n")
+    http.get("/v1/no-such-route")
+    after = scrape(server.url)
+
+    assert {"gptlab_http_requests", "gptlab_http_request_duration_seconds", "gptlab_prompt_tokens",
+            "gptlab_generation_tokens", "gptlab_time_to_first_token_seconds",
+            "gptlab_inter_token_latency_seconds", "gptlab_queue_depth", "gptlab_requests_running",
+            "gptlab_sequences_finished"} <= set(after)
+    assert after["gptlab_http_requests"].type == "counter"
+    assert after["gptlab_time_to_first_token_seconds"].type == "histogram"
+    assert after["gptlab_queue_depth"].type == "gauge"
+
+    def delta(family: str, sample: str | None = None, **labels: str) -> float:
+        return value(after, family, sample, **labels) - value(before, family, sample, **labels)
+
+    assert delta("gptlab_generation_tokens", "gptlab_generation_tokens_total") == 7
+    assert delta("gptlab_prompt_tokens", "gptlab_prompt_tokens_total") == 4
+    assert delta("gptlab_time_to_first_token_seconds", "gptlab_time_to_first_token_seconds_count") == 1
+    assert delta("gptlab_inter_token_latency_seconds", "gptlab_inter_token_latency_seconds_count") == 6
+    assert delta("gptlab_http_requests", "gptlab_http_requests_total", route="/v1/completions",
+                 status="200") == 1
+    assert delta("gptlab_http_requests", "gptlab_http_requests_total", route="other", status="404") == 1
+    assert value(after, "gptlab_max_queue") == 4 and value(after, "gptlab_max_batch_size") == 4
