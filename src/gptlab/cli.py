@@ -19,9 +19,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    from gptlab import cli_core, cli_count, cli_hf, cli_inspect, cli_neurons, cli_serve
+    from gptlab import (
+        cli_core,
+        cli_count,
+        cli_finetune,
+        cli_hf,
+        cli_inspect,
+        cli_neurons,
+        cli_serve,
+    )
 
-    for module in (cli_core, cli_neurons, cli_count, cli_hf, cli_inspect, cli_serve):
+    for module in (cli_core, cli_neurons, cli_count, cli_finetune, cli_inspect, cli_hf, cli_serve):
         module.register(subparsers)
     return parser
 

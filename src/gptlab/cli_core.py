@@ -146,17 +146,30 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from gptlab.checkpoint import load_checkpoint
+    from gptlab.finetune import load_finetuned_with_tokenizer
     from gptlab.generate import SamplingParams, generate_text
     from gptlab.train import resolve_device
 
-    ckpt = load_checkpoint(args.run, device=resolve_device(args.device))
+    # a run, checkpoint, LoRA run or adapter directory (adapters are applied to their base)
+    model, tokenizer = load_finetuned_with_tokenizer(args.run, device=resolve_device(args.device))
     params = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                             top_k=args.top_k, top_p=args.top_p, seed=args.seed)
     prompt = args.prompt if args.prompt is not None else "\n"
+    stop = list(args.stop or ())
+    if args.few_shot:
+        from gptlab.errors import GenerationError
+        from gptlab.fewshot import FewShotFormat, few_shot_prompt_from_jsonl
+
+        if args.prompt is None:
+            raise GenerationError("--few-shot needs --prompt, the input to answer")
+        prompt = few_shot_prompt_from_jsonl(
+            args.few_shot, tokenizer, args.instruction, query=args.prompt,
+            max_tokens=model.config.block_size - args.max_new_tokens,
+        )
+        stop += FewShotFormat.for_tokenizer(tokenizer).stop
     out = sys.stdout
     out.write(prompt)
-    for piece in generate_text(ckpt.model, ckpt.tokenizer, prompt, params, stop=args.stop or ()):
+    for piece in generate_text(model, tokenizer, prompt, params, stop=stop):
         out.write(piece)
         out.flush()
     out.write("\n")
@@ -202,14 +215,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Sample a continuation of --prompt from a run or checkpoint, streaming tokens "
         "to stdout as they are produced (KV-cached decoding).",
     )
-    p.add_argument("run", help="run directory or checkpoint folder")
-    p.add_argument("--prompt", help="text to continue (default: a newline)")
+    p.add_argument("run", help="run directory, checkpoint folder, LoRA run or adapter directory")
+    p.add_argument("--prompt", help="text to continue (default: a newline; with --few-shot: the query)")
     p.add_argument("--max-new-tokens", type=_positive_int, default=200)
     p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--top-p", type=float, default=None)
     p.add_argument("--seed", type=int, default=None, help="make sampling reproducible")
     p.add_argument("--stop", action="append", help="stop before this text (repeatable)")
+    p.add_argument("--few-shot", metavar="FILE.jsonl",
+                   help='few-shot examples, one {"input": ..., "output": ...} per line (and optionally one '
+                   '{"instruction": ...}): --prompt becomes the query, laid out as in GPT-3 ("input =>"), '
+                   "and generation stops at the example separator")
+    p.add_argument("--instruction", help="task description before the few-shot examples (overrides the file's)")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_sample)
 

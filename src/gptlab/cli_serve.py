@@ -70,7 +70,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         import uvicorn
     except ImportError:
         raise ConfigError("gptlab serve needs the server extra: pip install 'gptlab[server]'") from None
-    from gptlab.checkpoint import find_checkpoint, load_checkpoint
+    from gptlab.checkpoint import find_checkpoint
     from gptlab.server.app import create_app
     from gptlab.server.state import ServerSettings
     from gptlab.train import resolve_device
@@ -89,8 +89,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
                        "(set --api-key or $%s)", args.host, API_KEY_ENV)
 
     def load():
-        ckpt = load_checkpoint(args.run, device=device)
-        return ckpt.model, ckpt.tokenizer
+        from gptlab.finetune import load_finetuned_with_tokenizer
+        from gptlab.lora import lora_modules, merge_lora
+
+        # a run, checkpoint, LoRA run or adapter directory; adapters are merged (no extra matmuls)
+        model, tokenizer = load_finetuned_with_tokenizer(args.run, device=device)
+        return (merge_lora(model) if lora_modules(model) else model), tokenizer
 
     server: uvicorn.Server | None = None
 
