@@ -1,5 +1,6 @@
 """The playground page in headless Chromium (Debian's ``chromium``, driven by Playwright): type a
-prompt, generate, watch the text stream in, coloured by token probability, with alternatives on hover."""
+prompt, generate, watch the text stream in, coloured by token probability, with alternatives on hover;
+then open the Inspect panel on that text: attention shading on hover, probabilities, next tokens."""
 
 from __future__ import annotations
 
@@ -116,3 +117,87 @@ def test_wrong_api_key_shows_the_error(page):
     page.click("#generate")
     page.locator("#error").wait_for(state="visible")
     assert "401" in page.inner_text("#error")
+
+
+def chip_colours(page, selector: str) -> list[str]:
+    return page.eval_on_selector_all(selector, "els => els.map(el => getComputedStyle(el).backgroundColor)")
+
+
+def test_inspect_panel_attention_and_probabilities(page, server, tmp_path):
+    page.fill("#prompt", "def wrap(text):\n")
+    set_range(page, "#max-tokens", 24)
+    page.fill("#seed", "4")
+    page.click("#generate")
+    wait_until_done(page)
+    text = page.evaluate("window.playground.prefix + window.playground.text")
+
+    page.click("#inspect-button")
+    page.wait_for_function("window.playground.inspect.tokens.length > 0", timeout=30_000)
+    assert page.is_visible("#inspect-panel") and page.is_visible("#attention-view")
+    assert not page.is_visible("#probability-view")
+    tokens = page.evaluate("window.playground.inspect.tokens")
+    assert page.evaluate("window.playground.inspect.text") == text
+    assert "".join(tokens) == text  # a char tokenizer: the chips spell the text
+    chips = page.locator("#attention-tokens .chip")
+    assert chips.count() == len(tokens)
+    assert page.locator("#attention-layer option").count() == 2
+    assert page.locator("#attention-head option").all_inner_texts() == ["mean over heads", "0", "1"]
+    assert page.eval_on_selector("#attention-map", "c => c.width") >= len(tokens)
+    assert set(chip_colours(page, "#attention-tokens .chip")) == {"rgb(255, 255, 255)"}  # no query yet
+
+    # hovering a token shades the tokens before it by its attention; the weights are the API's
+    api = httpx.post(server.url + "/v1/inspect", headers={"Authorization": f"Bearer {server.api_key}"},
+                     json={"text": text, "views": ["attention"], "layer": 0, "head": "mean"}, timeout=30).json()
+    row = api["attention"]["weights"][0][0]
+    chips.nth(12).hover()
+    page.wait_for_selector("#attention-tokens .chip.query")
+    shown = page.eval_on_selector_all("#attention-tokens .chip", "els => els.map(el => el.dataset.weight)")
+    assert [float(w) for w in shown[:13]] == row[12][:13]
+    assert page.locator("#attention-tokens .chip.future").count() == len(tokens) - 13
+    assert page.is_visible("#attention-row")  # the heat map's row for the query is outlined
+    at_12 = chip_colours(page, "#attention-tokens .chip")
+    assert len(set(at_12[:13])) > 1
+    chips.nth(20).hover()
+    at_20 = chip_colours(page, "#attention-tokens .chip")
+    assert at_20 != at_12  # the shading follows the hovered token
+
+    # another head: one more call, and another shading of the same query
+    requests = page.evaluate("window.playground.inspect.requests")
+    page.select_option("#attention-head", "1")
+    page.wait_for_function(f"window.playground.inspect.requests > {requests} && "
+                           "Object.keys(window.playground.inspect.maps).length === 2")
+    chips.nth(20).click()  # pinned: leaving the chips keeps the query
+    page.mouse.move(5, 5)
+    assert page.locator("#attention-tokens .chip.pinned").count() == 1
+    head_1 = chip_colours(page, "#attention-tokens .chip")
+    assert head_1 != at_20
+    page.screenshot(path=str(tmp_path / "playground-attention.png"), full_page=True)
+    assert (tmp_path / "playground-attention.png").stat().st_size > 10_000
+
+    # the probability view: coloured tokens, alternatives on hover, the next-token bars
+    page.click("#tab-probabilities")
+    assert page.is_visible("#probability-view") and not page.is_visible("#attention-view")
+    colours = chip_colours(page, "#probability-tokens .chip")
+    assert len(colours) == len(tokens)
+    assert colours[0] == "rgb(255, 255, 255)" and len(set(colours[1:])) > 1
+    assert "perplexity" in page.inner_text("#probability-summary")
+    assert page.locator("#next-token li").count() == 5
+    page.locator("#probability-tokens .chip").nth(6).hover()
+    tooltip = page.locator("#tooltip")
+    tooltip.wait_for(state="visible")
+    assert "bits" in tooltip.inner_text() and "p = " in tooltip.inner_text()
+    assert tooltip.locator("tr").count() == 5
+    page.screenshot(path=str(tmp_path / "playground-probabilities.png"), full_page=True)
+    assert (tmp_path / "playground-probabilities.png").stat().st_size > 10_000
+
+
+def test_inspect_without_generating_uses_the_prompt(page):
+    page.fill("#prompt", "import os")
+    page.click("#inspect-button")
+    page.wait_for_function("window.playground.inspect.tokens.length === 9", timeout=30_000)
+    page.click("#tab-probabilities")
+    assert page.locator("#probability-tokens .chip").count() == 9
+    page.fill("#prompt", "x" * 200)  # longer than the context: the server's 400 is shown
+    page.click("#inspect-button")
+    page.locator("#error").wait_for(state="visible")
+    assert "maximum context length" in page.inner_text("#error")

@@ -9,6 +9,7 @@ one concern each:
 * :mod:`~gptlab.server.prompts` — prompts and chat messages to token ids and engine requests;
 * :mod:`~gptlab.server.generation` — runs the ``n`` engine streams of one HTTP request;
 * :mod:`~gptlab.server.completions` / :mod:`~gptlab.server.chat_completions` — OpenAI response shapes;
+* :mod:`~gptlab.server.inspect_route` — ``POST /v1/inspect`` (attention, probabilities) on a copy of the model;
 * :mod:`~gptlab.server.app` — the FastAPI routes; errors, auth, limits, metrics, SSE beside it;
 * ``static/`` — the playground page, plain HTML/JS/CSS.
 

@@ -24,6 +24,7 @@ from gptlab.server.completions import CompletionWriter
 from gptlab.server.disconnect import ClientDisconnected, unless_disconnected
 from gptlab.server.errors import bad_request, install_error_handlers
 from gptlab.server.generation import Generation
+from gptlab.server.inspect_route import Inspector
 from gptlab.server.limits import BodyLimitMiddleware
 from gptlab.server.metrics import CONTENT_TYPE, MetricsMiddleware, ServerMetrics
 from gptlab.server.prompts import (
@@ -42,6 +43,8 @@ from gptlab.server.protocol import (
     DetokenizeResponse,
     ErrorResponse,
     Health,
+    InspectRequest,
+    InspectResponse,
     ModelCard,
     ModelList,
     TokenizeRequest,
@@ -61,7 +64,10 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 STREAM = {"content": {"text/event-stream": {}}, "description": "with stream: true, server-sent events"}
 DESCRIPTION = """An OpenAI-compatible API for a gptlab model: completions and chat completions
 (streaming with server-sent events, n, stop, seed, logprobs, echo, penalties, logit_bias),
-tokenize/detokenize, health and Prometheus metrics. The playground is at `/`."""
+tokenize/detokenize, health and Prometheus metrics. The playground is at `/`.
+
+`POST /v1/inspect` is a gptlab extension, not part of the OpenAI API: the attention maps and the
+per-token probabilities of a text, which the playground's Inspect panel draws."""
 
 
 def create_app(
@@ -69,6 +75,7 @@ def create_app(
 ) -> FastAPI:
     """The server for the model ``loader`` returns (called in a background thread at startup)."""
     state = ServerState(settings, loader, on_load_failure)
+    inspector = Inspector(settings)
     metrics = ServerMetrics(lambda: state.loaded.engine.stats() if state.loaded is not None else None)
 
     @asynccontextmanager
@@ -172,6 +179,30 @@ def create_app(
             raise bad_request(f"token id {bad} is outside the vocabulary [0, {loaded.vocab_size})",
                               param="tokens", code="invalid_token_id")
         return DetokenizeResponse(prompt=loaded.tokenizer.decode(body.tokens))
+
+    @app.post("/v1/inspect", response_model=InspectResponse, responses=ERRORS, tags=["gptlab"],
+              summary="Look inside: attention and token probabilities of a text (gptlab extension)")
+    async def inspect_text(body: InspectRequest) -> Any:
+        """**A gptlab extension, not part of the OpenAI API** (behind the same API key as `/v1`).
+
+        The text (`text`, or `prompt`: at most the model's context) is run through the model once.
+        `views` picks what comes back (default both):
+
+        * `attention`: `weights[layer][head][i][j]`, how much token *i* attends to token *j*, rounded
+          to 4 decimals; each row sums to 1 and is 0 above the diagonal (j > i). `layer` keeps one
+          layer, `head` one head or `"mean"` (the mean over heads). The map is L×H×T×T numbers, so it
+          grows as T²; more than 4,194,304 numbers is a 400: ask for one layer or head.
+        * `probabilities`: for each position t ≥ 1, the probability the model gave token t after the
+          tokens before it, its surprisal in bits, and the `top_k` (1–20, default 5) alternatives;
+          then the `top_k` next tokens after the last one, the mean surprisal and the perplexity.
+
+        It runs on the server's own copy of the model (made at the first call, on the same device), one
+        call at a time, in a worker thread beside the engine: generation results never change (the
+        two share the device's compute).
+        """
+        loaded = ready(body.model)
+        result = await inspector.inspect(body, loaded)
+        return Response(result.model_dump_json(), media_type="application/json")  # validated once
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)

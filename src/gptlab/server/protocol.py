@@ -11,19 +11,28 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 MAX_STOP = 4  # stop strings per request, as OpenAI
 MAX_PROMPTS = 64  # prompts in one completions request
 MAX_COMPLETION_LOGPROBS = 5
 MAX_CHAT_TOP_LOGPROBS = 20
 MAX_LOGIT_BIAS = 300  # entries, as OpenAI
+MAX_INSPECT_TOP_K = 20  # alternatives per position in /v1/inspect
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 TokenId = Annotated[int, Field(ge=0, le=2**31 - 1)]
 TokenIds = Annotated[list[TokenId], Field(min_length=1)]
 StopStrings = Annotated[list[Annotated[str, Field(max_length=256)]], Field(max_length=MAX_STOP)]
 FinishReason = Literal["stop", "length"]
+InspectView = Literal["attention", "probabilities"]
 
 
 class Request(BaseModel):
@@ -154,6 +163,44 @@ class DetokenizeRequest(Request):
     tokens: Annotated[list[TokenId], Field(max_length=1_000_000)]
 
 
+class InspectRequest(Request):
+    """``POST /v1/inspect``, a gptlab extension (not part of the OpenAI API): what the model sees in
+    one text: the attention of every layer and head, and the probability of every token."""
+
+    model: str | None = Field(None, description="the served model's id (see /v1/models); default: it")
+    text: str | None = Field(None, min_length=1, description="the text to look at (at most the context)")
+    prompt: str | None = Field(None, min_length=1, description="another name for text: give one of the two")
+    views: Annotated[list[InspectView], Field(min_length=1, max_length=2)] = Field(
+        ["attention", "probabilities"], description="what to compute; default: both"
+    )
+    top_k: int = Field(5, ge=1, le=MAX_INSPECT_TOP_K, description="alternatives per position, and next tokens")
+    layer: int | None = Field(None, ge=0, le=4096, description="only this layer's attention (from 0); default: all")
+    head: int | Literal["mean"] | None = Field(
+        None, description='only this head (from 0), or "mean": the mean over the heads; default: all heads'
+    )
+
+    @field_validator("head")
+    @classmethod
+    def _head_index(cls, head: int | str | None) -> int | str | None:
+        if isinstance(head, int) and not 0 <= head <= 4096:
+            raise ValueError(f'head must be a head index from 0, or "mean", got {head}')
+        return head
+
+    @model_validator(mode="after")
+    def _one_text(self) -> InspectRequest:
+        if (self.text is None) == (self.prompt is None):
+            raise ValueError("give exactly one of text or prompt")
+        return self
+
+    @property
+    def input_text(self) -> str:
+        return self.text if self.text is not None else self.prompt  # type: ignore[return-value]
+
+    @property
+    def input_param(self) -> str:
+        return "text" if self.text is not None else "prompt"
+
+
 # ---------------------------------------------------------------------------------------------
 # responses
 
@@ -278,6 +325,50 @@ class TokenizeResponse(Response):
 
 class DetokenizeResponse(Response):
     prompt: str
+
+
+class InspectAlternative(Response):
+    token: str = Field(description="the token as completions logprobs show it")
+    token_id: int
+    prob: float = Field(description="its probability at this position")
+
+
+class InspectPosition(Response):
+    position: int = Field(description="t, from 1: the token scored given tokens 0 .. t-1")
+    token: str
+    token_id: int
+    prob: float = Field(description="p(token t | tokens before it)")
+    logprob: float = Field(description="its natural log")
+    surprisal_bits: float = Field(description="-log2 prob")
+    top: list[InspectAlternative] = Field(description="the top_k most probable tokens here, most probable first")
+
+
+class InspectProbabilities(Response):
+    positions: list[InspectPosition] = Field(description="one per token after the first")
+    next_token: list[InspectAlternative] = Field(description="the top_k most probable tokens after the text")
+    mean_surprisal_bits: float | None = Field(description="mean over positions; null for a one-token text")
+    perplexity: float | None = Field(description="2 ** mean_surprisal_bits; null for a one-token text")
+
+
+class InspectAttention(Response):
+    n_layer: int
+    n_head: int
+    layers: list[int] = Field(description="the layers along the first axis of weights")
+    heads: list[int] = Field(description="the heads along the second axis (averaged when head_mean)")
+    head_mean: bool = Field(description="the second axis holds one entry: the mean over heads")
+    weights: list[list[list[list[float]]]] = Field(
+        description="[layer][head][query][key], rounded to 4 decimals: how much query token i takes "
+        "from key token j; each row sums to 1 and is 0 for j > i. T×T per head: grows as T²"
+    )
+
+
+class InspectResponse(Response):
+    object: Literal["inspection"] = "inspection"
+    model: str
+    tokens: list[str] = Field(description="the text's tokens, as completions logprobs show them")
+    token_ids: list[int]
+    attention: InspectAttention | None = None
+    probabilities: InspectProbabilities | None = None
 
 
 class Health(Response):

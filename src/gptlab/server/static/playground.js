@@ -1,6 +1,8 @@
 // gptlab playground: calls the server's own OpenAI-compatible API (/v1), streams the answer over
 // server-sent events (fetch + ReadableStream), and colours each generated token by its probability,
-// with the most likely alternatives on hover (from the API's logprobs). No build step, no CDN.
+// with the most likely alternatives on hover (from the API's logprobs). The Inspect panel shows the
+// attention and the token probabilities of the current text (POST /v1/inspect, a gptlab extension).
+// No build step, no CDN.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -213,13 +215,17 @@ function renderTranscript() {
 
 function showTooltip(span, event) {
   const token = state.tokens[Number(span.dataset.index)];
-  if (!token) return;
+  if (token) showAlternatives(event, token.name, token.logprob, token.top);
+}
+
+// The tooltip: a token, its probability, and its alternatives ({token, logprob}) as bars.
+function showAlternatives(event, name, logprob, top, note) {
   const tip = $("tooltip");
   const pct = (lp) => (100 * Math.exp(lp)).toFixed(lp > -4.6 ? 1 : 3) + "%";
-  const rows = token.top.map((alt) => {
+  const rows = top.map((alt) => {
     const row = document.createElement("tr");
-    const name = document.createElement("td");
-    name.textContent = displayToken(alt.token);
+    const cell = document.createElement("td");
+    cell.textContent = displayToken(alt.token);
     const bar = document.createElement("td");
     const fill = document.createElement("span");
     fill.className = "bar";
@@ -227,17 +233,22 @@ function showTooltip(span, event) {
     bar.append(fill);
     const value = document.createElement("td");
     value.textContent = pct(alt.logprob);
-    row.append(name, bar, value);
-    if (alt.token === token.name) row.className = "chosen-row";
+    row.append(cell, bar, value);
+    if (alt.token === name) row.className = "chosen-row";
     return row;
   });
   const head = document.createElement("div");
   head.className = "chosen";
-  head.textContent = `"${displayToken(token.name)}"  p = ${token.logprob == null ? "?" : pct(token.logprob)}`;
+  head.textContent = `"${displayToken(name)}"  p = ${logprob == null ? "?" : pct(logprob)}` + (note ? "  " + note : "");
   const table = document.createElement("table");
   table.append(...rows);
   tip.replaceChildren(head, table);
   tip.hidden = false;
+  placeTooltip(event);
+}
+
+function placeTooltip(event) {
+  const tip = $("tooltip");
   const x = Math.min(event.clientX + 12, window.innerWidth - tip.offsetWidth - 8);
   tip.style.left = x + "px";
   tip.style.top = event.clientY + 16 + "px";
@@ -329,6 +340,330 @@ async function generate() {
   }
 }
 
+// ---- inspect: attention and probabilities of the current text (POST /v1/inspect) ---------------
+
+const insp = {
+  text: "", // the text inspected
+  tokens: [], // its tokens (strings, as completions logprobs show them)
+  ids: [],
+  nLayer: 0,
+  nHead: 0,
+  maps: {}, // "layer:head" (head a number or "mean") → T×T attention weights
+  probabilities: null, // the response's probabilities view
+  query: null, // the token whose attention is shown
+  pinned: false,
+  run: 0, // bumped by each inspect, so a late answer for an older text is dropped
+  requests: 0, // /v1/inspect calls made (tests read it)
+  view: "attention",
+};
+state.inspect = insp;
+
+// The text the panel looks at: the prompt and the answer in the output box, else the prompt box.
+function currentText() {
+  if (mode() === "chat") return state.text || $("prompt").value;
+  if (state.prefix || state.text) return state.prefix + state.text;
+  return $("prompt").value;
+}
+
+async function inspectCall(fields) {
+  insp.requests += 1;
+  const body = { model: state.model || undefined, text: insp.text, ...fields };
+  const response = await fetch("/v1/inspect", { method: "POST", headers: headers(), body: JSON.stringify(body) });
+  if (!response.ok) throw new Error(await apiError(response));
+  return response.json();
+}
+
+function selectedLayer() {
+  return Number($("attention-layer").value || 0);
+}
+
+function selectedHead() {
+  const v = $("attention-head").value;
+  return v === "mean" || v === "" ? "mean" : Number(v);
+}
+
+function mapKey(layer, head) {
+  return `${layer}:${head}`;
+}
+
+function fillSelect(select, options, keep) {
+  select.replaceChildren(...options.map(([value, label]) => {
+    const option = document.createElement("option");
+    option.value = String(value);
+    option.textContent = label;
+    return option;
+  }));
+  select.value = options.some(([value]) => String(value) === String(keep)) ? String(keep) : String(options[0][0]);
+}
+
+function setInspectStatus(text) {
+  $("inspect-status").textContent = text;
+}
+
+async function runInspect() {
+  showError("");
+  if (!state.model) await loadModel();
+  const text = currentText();
+  if (!text) {
+    showError("nothing to inspect: type a prompt or generate some text first");
+    return;
+  }
+  $("inspect-panel").hidden = false;
+  const run = ++insp.run;
+  insp.text = text;
+  setInspectStatus("inspecting…");
+  const layer = selectedLayer();
+  const head = selectedHead();
+  try {
+    const data = await inspectCall({ views: ["attention", "probabilities"], top_k: 5, layer, head });
+    if (run !== insp.run) return;
+    const att = data.attention;
+    insp.tokens = data.tokens;
+    insp.ids = data.token_ids;
+    insp.nLayer = att.n_layer;
+    insp.nHead = att.n_head;
+    insp.maps = { [mapKey(att.layers[0], att.head_mean ? "mean" : att.heads[0])]: att.weights[0][0] };
+    insp.probabilities = data.probabilities;
+    insp.query = null;
+    insp.pinned = false;
+    fillSelect($("attention-layer"), [...Array(att.n_layer).keys()].map((l) => [l, String(l)]), att.layers[0]);
+    fillSelect($("attention-head"), [["mean", "mean over heads"], ...[...Array(att.n_head).keys()].map((h) => [h, String(h)])],
+               att.head_mean ? "mean" : att.heads[0]);
+    renderAttention();
+    renderProbabilities();
+    setInspectStatus(`${data.tokens.length} tokens · ${att.n_layer} layers × ${att.n_head} heads`);
+  } catch (e) {
+    if (run === insp.run) setInspectStatus("");
+    showError(e.message);
+  }
+}
+
+// After a layer or head change: the map from the cache, or one more call for just that map.
+async function changeAttention() {
+  const layer = selectedLayer();
+  const head = selectedHead();
+  const key = mapKey(layer, head);
+  if (!insp.maps[key]) {
+    const run = insp.run;
+    setInspectStatus("loading layer " + layer + "…");
+    try {
+      const data = await inspectCall({ views: ["attention"], layer, head });
+      if (run !== insp.run) return;
+      insp.maps[key] = data.attention.weights[0][0];
+      setInspectStatus(`${insp.tokens.length} tokens · ${insp.nLayer} layers × ${insp.nHead} heads`);
+    } catch (e) {
+      showError(e.message);
+      return;
+    }
+  }
+  renderAttention();
+}
+
+function currentMap() {
+  return insp.maps[mapKey(selectedLayer(), selectedHead())] || null;
+}
+
+function attentionShade(weight) {
+  const alpha = Math.sqrt(Math.max(0, weight)); // sqrt, as for probabilities: small weights stay visible
+  return `rgba(47, 111, 223, ${(0.9 * alpha).toFixed(3)})`;
+}
+
+// A chip for each token; a newline token also breaks the line, so the layout follows the text.
+function tokenChips(box, className) {
+  const frag = document.createDocumentFragment();
+  insp.tokens.forEach((token, i) => {
+    const chip = document.createElement("span");
+    chip.className = "chip " + className;
+    chip.dataset.index = String(i);
+    const newline = token.endsWith("\n");
+    chip.textContent = newline ? token.slice(0, -1).replace(/\n/g, "\u21b5") + "\u21b5" : token;
+    if (newline) chip.classList.add("newline");
+    frag.append(chip);
+    if (newline) {
+      const br = document.createElement("span");
+      br.className = "break";
+      frag.append(br);
+    }
+  });
+  box.replaceChildren(frag);
+}
+
+function renderAttention() {
+  tokenChips($("attention-tokens"), "att");
+  drawHeatmap();
+  shadeAttention();
+}
+
+// Shade every chip by how much the query token attends to it (nothing shaded without a query).
+function shadeAttention() {
+  const map = currentMap();
+  const q = insp.query;
+  $("attention-tokens").querySelectorAll(".chip").forEach((chip) => {
+    const j = Number(chip.dataset.index);
+    chip.classList.toggle("query", j === q);
+    chip.classList.toggle("pinned", j === q && insp.pinned);
+    chip.classList.toggle("future", q !== null && j > q);
+    if (q === null || !map) {
+      chip.style.backgroundColor = "";
+      chip.removeAttribute("data-weight");
+      chip.title = "";
+      return;
+    }
+    const w = j <= q ? map[q][j] : 0;
+    chip.dataset.weight = String(w);
+    chip.style.backgroundColor = j <= q ? attentionShade(w) : "";
+    chip.title = j <= q ? `${displayToken(insp.tokens[q])} → ${displayToken(insp.tokens[j])}: ${(100 * w).toFixed(1)}%` : "";
+  });
+  markHeatmapRow();
+}
+
+function setQuery(i, pin) {
+  if (pin !== undefined) insp.pinned = pin;
+  insp.query = i;
+  shadeAttention();
+}
+
+function heatmapCell() {
+  const n = insp.tokens.length;
+  return Math.max(1, Math.min(14, Math.floor(420 / Math.max(1, n))));
+}
+
+function drawHeatmap() {
+  const canvas = $("attention-map");
+  const map = currentMap();
+  const n = insp.tokens.length;
+  const cell = heatmapCell();
+  canvas.width = canvas.height = n * cell;
+  if (!map || n === 0) return;
+  const ctx = canvas.getContext("2d");
+  ctx.fillStyle = "#ffffff";
+  ctx.fillRect(0, 0, n * cell, n * cell);
+  for (let i = 0; i < n; i++) {
+    for (let j = 0; j <= i; j++) {
+      ctx.fillStyle = attentionShade(map[i][j]);
+      ctx.fillRect(j * cell, i * cell, cell, cell);
+    }
+  }
+}
+
+// The query's row of the heat map, outlined (a box over the canvas: no redraw of T² cells).
+function markHeatmapRow() {
+  const mark = $("attention-row");
+  mark.hidden = insp.query === null || !currentMap();
+  if (mark.hidden) return;
+  const cell = heatmapCell();
+  mark.style.top = insp.query * cell - 1 + "px"; // 1px canvas border, 2px mark border
+  mark.style.height = cell + 4 + "px";
+}
+
+function heatmapPoint(event) {
+  const canvas = $("attention-map");
+  const rect = canvas.getBoundingClientRect();
+  const cell = heatmapCell();
+  const i = Math.floor((event.clientY - rect.top - canvas.clientTop) / cell);
+  const j = Math.floor((event.clientX - rect.left - canvas.clientLeft) / cell);
+  const n = insp.tokens.length;
+  return i >= 0 && i < n && j >= 0 && j < n ? { i, j } : null;
+}
+
+function renderProbabilities() {
+  const view = insp.probabilities;
+  const box = $("probability-tokens");
+  if (!view) {
+    box.replaceChildren();
+    return;
+  }
+  tokenChips(box, "prob");
+  box.querySelectorAll(".chip").forEach((chip) => {
+    const i = Number(chip.dataset.index);
+    if (i === 0) {
+      chip.classList.add("first");
+      chip.title = "the first token has no context: not scored";
+      return;
+    }
+    const at = view.positions[i - 1];
+    chip.dataset.prob = String(at.prob);
+    chip.style.backgroundColor = probabilityColour(at.logprob);
+  });
+  const summary = view.mean_surprisal_bits == null ? "one token: nothing to score"
+    : `mean surprisal ${view.mean_surprisal_bits.toFixed(2)} bits/token · perplexity ${view.perplexity.toFixed(2)}`;
+  $("probability-summary").textContent = summary + " · hover a token for the alternatives";
+  const list = $("next-token");
+  list.replaceChildren(...view.next_token.map((alt) => {
+    const li = document.createElement("li");
+    const name = document.createElement("span");
+    name.className = "name";
+    name.textContent = displayToken(alt.token);
+    const track = document.createElement("span");
+    track.className = "track";
+    const fill = document.createElement("span");
+    fill.className = "fill";
+    fill.style.width = (100 * alt.prob).toFixed(1) + "%";
+    track.append(fill);
+    const value = document.createElement("span");
+    value.className = "value";
+    value.textContent = (100 * alt.prob).toFixed(alt.prob >= 0.01 ? 1 : 3) + "%";
+    li.append(name, track, value);
+    return li;
+  }));
+}
+
+function showInspectTab(view) {
+  insp.view = view;
+  $("tab-attention").setAttribute("aria-selected", String(view === "attention"));
+  $("tab-probabilities").setAttribute("aria-selected", String(view === "probabilities"));
+  $("attention-view").hidden = view !== "attention";
+  $("probability-view").hidden = view !== "probabilities";
+}
+
+function wireInspect() {
+  $("inspect-button").addEventListener("click", runInspect);
+  $("inspect-close").addEventListener("click", () => { $("inspect-panel").hidden = true; });
+  $("tab-attention").addEventListener("click", () => showInspectTab("attention"));
+  $("tab-probabilities").addEventListener("click", () => showInspectTab("probabilities"));
+  $("attention-layer").addEventListener("change", changeAttention);
+  $("attention-head").addEventListener("change", changeAttention);
+  const chips = $("attention-tokens");
+  chips.addEventListener("mouseover", (e) => {
+    const chip = e.target.closest(".chip");
+    if (chip && !insp.pinned) setQuery(Number(chip.dataset.index));
+  });
+  chips.addEventListener("mouseleave", () => { if (!insp.pinned) setQuery(null); });
+  chips.addEventListener("click", (e) => {
+    const chip = e.target.closest(".chip");
+    if (!chip) return;
+    const i = Number(chip.dataset.index);
+    if (insp.pinned && insp.query === i) setQuery(null, false); // a second click unpins
+    else setQuery(i, true);
+  });
+  const canvas = $("attention-map");
+  canvas.addEventListener("mousemove", (e) => {
+    const at = heatmapPoint(e);
+    if (!at) return;
+    const map = currentMap();
+    const w = at.j <= at.i && map ? map[at.i][at.j] : 0;
+    canvas.title = `${displayToken(insp.tokens[at.i])} → ${displayToken(insp.tokens[at.j])}: ${(100 * w).toFixed(1)}%`;
+  });
+  canvas.addEventListener("click", (e) => {
+    const at = heatmapPoint(e);
+    if (at) setQuery(at.i, true);
+  });
+  const probs = $("probability-tokens");
+  probs.addEventListener("mouseover", (e) => {
+    const chip = e.target.closest(".chip");
+    const view = insp.probabilities;
+    if (!chip || !view) return;
+    const i = Number(chip.dataset.index);
+    if (i === 0) return;
+    const at = view.positions[i - 1];
+    const top = at.top.map((alt) => ({ token: alt.token, logprob: Math.log(alt.prob) }));
+    showAlternatives(e, at.token, at.logprob, top, `${at.surprisal_bits.toFixed(2)} bits`);
+  });
+  probs.addEventListener("mouseout", (e) => {
+    if (e.target.closest(".chip")) $("tooltip").hidden = true;
+  });
+}
+
 // ---- wiring -------------------------------------------------------------------------------------
 
 function init() {
@@ -369,6 +704,7 @@ function init() {
   out.addEventListener("mouseout", (e) => {
     if (e.target.closest(".tok")) $("tooltip").hidden = true;
   });
+  wireInspect();
   loadModel();
 }
 
