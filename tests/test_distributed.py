@@ -6,6 +6,7 @@ follows DDP; a run saved by 2 processes resumes in 1 and continues the single-pr
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -44,8 +45,14 @@ def torchrun(tmp_path: Path, cfg: dict, steps: int = 0, resume: bool = False, np
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
            "--standalone", str(driver), json.dumps(cfg), str(steps), "1" if resume else "0"]
-    done = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=240)
-    assert done.returncode == 0, done.stderr[-3000:]
+    with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          start_new_session=True) as proc:  # its own group: a hang is killed whole
+        try:
+            _, stderr = proc.communicate(timeout=240)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise
+    assert proc.returncode == 0, stderr[-3000:]
 
 
 def losses(run: Path) -> list[float]:

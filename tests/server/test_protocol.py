@@ -120,3 +120,15 @@ def test_sse_frames():
     assert frame == b'data: {"a": 1}\n\n' and DONE == b"data: [DONE]\n\n"
     assert json.loads(sse_data(DeltaMessage(content="x"))[6:]) == {"content": "x"}
     assert json.loads(sse_data(DeltaMessage())[6:]) == {}
+
+
+def test_sse_frames_stay_one_line_for_clients_that_split_on_unicode_line_breaks():
+    """httpx's aiter_lines() splits on U+2028, U+0085 and friends, which JSON leaves raw."""
+    import json
+
+    from gptlab.server.sse import sse_data
+
+    text = "a\u2028b\u2029c\x85d\x0be\x1cf"
+    frame = sse_data({"text": text}).decode()
+    assert frame.endswith("\n\n") and len(frame[:-2].splitlines()) == 1
+    assert json.loads(frame[len("data: "):])["text"] == text

@@ -18,10 +18,16 @@ DONE = b"data: [DONE]\n\n"
 HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
+# Characters that str.splitlines() treats as line ends. SSE itself ends lines only at CR and LF
+# (which JSON always escapes), but common clients (httpx's aiter_lines, for one) split on all of
+# these, so inside the JSON they are written as \uXXXX escapes, which decode to the same text.
+_LINE_BREAKS = {ord(c): f"\\u{ord(c):04x}" for c in "\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"}
+
+
 def sse_data(payload: BaseModel | dict[str, Any]) -> bytes:
-    """One SSE frame carrying ``payload`` as compact JSON."""
+    """One SSE frame carrying ``payload`` as compact JSON, on a single line for every client."""
     text = payload.model_dump_json() if isinstance(payload, BaseModel) else json.dumps(payload)
-    return b"data: " + text.encode("utf-8") + b"\n\n"
+    return b"data: " + text.translate(_LINE_BREAKS).encode("utf-8") + b"\n\n"
 
 
 class EventStreamResponse(StreamingResponse):
