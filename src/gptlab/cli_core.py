@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import sys
 import types
 import typing
@@ -137,6 +138,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     kind = args.tokenizer
     if kind not in ("char", "bpe"):
         tokenizer, kind = Tokenizer.load(kind), "char"
+    logging.getLogger("gptlab.data").setLevel(logging.WARNING)  # the summary below says it once
     manifest = prepare(args.data, args.out, tokenizer=tokenizer, tokenizer_kind=kind,
                        vocab_size=args.vocab_size, val_fraction=args.val_fraction,
                        max_bytes=args.max_bytes, progress=True)
@@ -204,8 +206,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--data", help=TRAIN_HELP["data"])
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--tokenizer", default="char", help=TRAIN_HELP["tokenizer"])
-    p.add_argument("--vocab-size", type=int, default=1024, help=TRAIN_HELP["vocab_size"])
+    p.add_argument("--tokenizer", default="bpe", help=TRAIN_HELP["tokenizer"] + " (default: bpe, as train)")
+    p.add_argument("--vocab-size", type=int, default=1024, help=TRAIN_HELP["vocab_size"] + " (default: 1024)")
     p.add_argument("--max-bytes", type=int, default=None, help=TRAIN_HELP["max_bytes"])
     p.add_argument("--val-fraction", type=float, default=0.1, help=TRAIN_HELP["val_fraction"])
     p.set_defaults(func=cmd_prepare)
