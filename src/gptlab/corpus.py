@@ -12,7 +12,6 @@ never held in memory whole. ``gptlab.data`` turns the pieces into token shards.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import platform
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Literal
 
 from gptlab.errors import ConfigError, DataError
+from gptlab.fileio import iter_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -161,25 +161,15 @@ def _iter_directory(root: Path, pattern: str, budget: _ByteBudget) -> Iterator[t
 
 
 def _iter_jsonl(path: Path, name: str, budget: _ByteBudget) -> Iterator[tuple[str, Pieces]]:
-    try:
-        with open(path, encoding="utf-8") as f:
-            for line_number, line in enumerate(f, start=1):
-                if budget.exhausted:
-                    return
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise DataError(f"{path}:{line_number}: not valid JSON ({e.msg})") from e
-                if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-                    raise DataError(f'{path}:{line_number}: expected an object with a "text" string')
-                text = record["text"]
-                budget.spend(len(text.encode("utf-8")))
-                if text:
-                    yield f"{name}:{line_number}", _split_text(text)
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text") from e
+    for line_number, record in iter_jsonl(path):
+        if budget.exhausted:
+            return
+        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+            raise DataError(f'{path}:{line_number}: expected an object with a "text" string')
+        text = record["text"]
+        budget.spend(len(text.encode("utf-8")))
+        if text:
+            yield f"{name}:{line_number}", _split_text(text)
 
 
 def _file_pieces(path: Path, budget: _ByteBudget) -> Pieces:

@@ -19,13 +19,13 @@ a user/assistant pair per example, then the query) for ``gptlab.chat.render_chat
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from gptlab.chat import ChatMessage
 from gptlab.errors import DataError
+from gptlab.fileio import iter_jsonl
 from gptlab.tokenizer import EOT, Tokenizer
 
 SEP = "<|sep|>"
@@ -126,22 +126,10 @@ def load_few_shot_examples(path: str | Path) -> tuple[list[FewShotExample], str 
     file with no examples.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
     examples: list[FewShotExample] = []
     instruction: str | None = None
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: not UTF-8 text") from None
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
+    for number, record in iter_jsonl(path):
         where = f"{path}:{number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{where}: not valid JSON ({exc.msg})") from None
         if not isinstance(record, dict):
             raise DataError(f"{where}: expected a JSON object")
         if "instruction" in record and "input" not in record:

@@ -19,7 +19,6 @@ the longest with ``IGNORE_INDEX`` targets (right padding: causal attention never
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Sequence
@@ -32,6 +31,7 @@ import torch
 
 from gptlab.chat import IM_END, IM_START, chat_segments
 from gptlab.errors import ConfigError, DataError
+from gptlab.fileio import iter_jsonl
 from gptlab.model import IGNORE_INDEX
 from gptlab.tokenizer import Tokenizer
 
@@ -88,23 +88,11 @@ def load_records(path: str | Path) -> list[Record]:
     for a missing, non-UTF-8 or empty file.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
     records = []
-    try:
-        with open(path, encoding="utf-8") as f:
-            for line_number, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                where = f"{path}:{line_number}"
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"{where}: not valid JSON ({exc.msg})") from None
-                kind, segments = record_segments(obj, where)
-                records.append(Record(kind, segments, where))
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: not UTF-8 text") from None
+    for line_number, obj in iter_jsonl(path):
+        where = f"{path}:{line_number}"
+        kind, segments = record_segments(obj, where)
+        records.append(Record(kind, segments, where))
     if not records:
         raise DataError(f"{path}: no examples (the file is empty)")
     return records
