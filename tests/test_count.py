@@ -203,3 +203,17 @@ def test_bad_input_is_one_line(tmp_path, capsys, monkeypatch, args, fragment):
     assert code == 1
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in err and fragment in lines[0], err
+
+
+def test_mfu_peak_is_known_only_for_the_gpus_in_the_table():
+    from gptlab.gpus import peak_flops_for_name, peak_flops_of
+
+    assert peak_flops_for_name("NVIDIA A100-SXM4-80GB") == 312e12
+    assert peak_flops_for_name("NVIDIA A100 80GB PCIe") == 312e12
+    assert peak_flops_for_name("NVIDIA H100 80GB HBM3") == 989e12
+    assert peak_flops_for_name("NVIDIA H200") == 989e12
+    for unknown in ("NVIDIA H100 PCIe", "NVIDIA GeForce RTX 4090", "Tesla T4"):
+        assert peak_flops_for_name(unknown) is None  # said to be unknown, never guessed
+    import torch
+
+    assert peak_flops_of(torch.device("cpu")) is None

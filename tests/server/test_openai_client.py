@@ -56,8 +56,9 @@ def test_default_max_tokens_fills_the_context(client, http):
     assert out.usage.completion_tokens == 128 - n_prompt
 
 
-def test_streaming_completion_equals_the_plain_one(client):
-    kwargs = {"model": MODEL, "prompt": "class ", "max_tokens": 30, "seed": 11}
+@pytest.mark.parametrize("temperature", [1.0, 0.0])  # seeded sampling, and greedy
+def test_streaming_completion_equals_the_plain_one(client, temperature):
+    kwargs = {"model": MODEL, "prompt": "class ", "max_tokens": 30, "seed": 11, "temperature": temperature}
     whole = client.completions.create(**kwargs)
     chunks = list(client.completions.create(**kwargs, stream=True, stream_options={"include_usage": True}))
     assert all(c.id == chunks[0].id and c.object == "text_completion" for c in chunks)
