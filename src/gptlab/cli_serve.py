@@ -71,11 +71,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ImportError:
         raise ConfigError("gptlab serve needs the server extra: pip install 'gptlab[server]'") from None
     from gptlab.checkpoint import find_checkpoint
+    from gptlab.lora import is_adapter
     from gptlab.server.app import create_app
     from gptlab.server.state import ServerSettings
     from gptlab.train import resolve_device
 
-    find_checkpoint(args.run)  # a wrong path fails now, not after the server started
+    if not is_adapter(args.run):  # a LoRA adapter folder names its base; anything else is a checkpoint
+        find_checkpoint(args.run)  # a wrong path fails now, not after the server started
     device = resolve_device(args.device)
     api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
     settings = ServerSettings(

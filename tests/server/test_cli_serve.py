@@ -61,3 +61,41 @@ def test_api_key_flag_model_name_and_cors(tiny_run, serve, server):
     # CORS is off by default: the shared server sends no CORS headers at all
     plain = httpx.get(server.url + "/health", headers={"Origin": "http://ui.example"})
     assert "access-control-allow-origin" not in plain.headers
+
+
+@pytest.mark.slow
+def test_serves_a_lora_adapter_folder_merged_into_its_base(tiny_run, serve, tmp_path):
+    """An adapter folder names its base: serve applies it, merges it, and answers as the adapted model."""
+    import torch
+
+    from gptlab.checkpoint import load_checkpoint
+    from gptlab.finetune_config import LoRAConfig
+    from gptlab.lora import (
+        inject_lora,
+        lora_modules,
+        merge_lora,
+        model_fingerprint,
+        save_adapter,
+    )
+
+    ckpt = load_checkpoint(tiny_run)
+    model, tokenizer = ckpt.model, ckpt.tokenizer
+    fingerprint = model_fingerprint(model)
+    config = LoRAConfig(rank=4, alpha=8.0)
+    inject_lora(model, config)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for module in lora_modules(model).values():
+            module.lora_B.normal_(0.0, 0.5)  # a visible change to the base's outputs
+    adapter = save_adapter(model, tmp_path / "adapter", config, base_fingerprint=fingerprint,
+                           extra={"base_path": str(tiny_run)})
+    prompt = torch.tensor([tokenizer.encode("def ")])
+    with torch.no_grad():
+        merged = torch.log_softmax(merge_lora(model).eval()(prompt)[0][0, -1], dim=-1)
+        base = torch.log_softmax(load_checkpoint(tiny_run).model(prompt)[0][0, -1], dim=-1)
+    token = int(merged.argmax())
+    assert abs(float(merged[token] - base[token])) > 1e-3  # the adapter changes the answer's numbers
+    proc = serve(adapter)
+    body = {"prompt": "def ", "max_tokens": 1, "temperature": 0, "logprobs": 1}
+    out = httpx.post(proc.url + "/v1/completions", json=body, timeout=60).json()
+    assert out["choices"][0]["logprobs"]["token_logprobs"][0] == pytest.approx(float(merged[token]), abs=1e-4)
