@@ -5,10 +5,12 @@ from gptlab.config import GPTConfig
 from gptlab.errors import GenerationError
 from gptlab.generate import (
     SamplingParams,
+    SequenceSampler,
+    TextStream,
     filter_logits,
     generate_text,
     generate_tokens,
-    sample_next,
+    sample_rows,
 )
 from gptlab.model import GPT
 from gptlab.tokenizer import train_char_tokenizer
@@ -63,7 +65,8 @@ def test_filter_logits_top_k_and_top_p():
 def test_samples_follow_the_softmax_distribution():
     probs = torch.tensor([0.5, 0.3, 0.15, 0.05])
     logits = probs.log().repeat(20000, 1)
-    draws = sample_next(logits, SamplingParams(temperature=1.0), torch.Generator().manual_seed(0))
+    sampler = SequenceSampler(SamplingParams(temperature=1.0, seed=0), 4)
+    draws = torch.cat([sample_rows(logits[:1], [sampler]) for _ in range(len(logits))])
     freq = torch.bincount(draws, minlength=4).float() / 20000
     torch.testing.assert_close(freq, probs, atol=0.015, rtol=0)
 
@@ -100,16 +103,17 @@ def test_stop_sequence_cuts_the_text_before_it(model, tokenizer):
 
 
 def test_logit_bias_and_penalties_follow_openais_formula():
-    from gptlab.generate import adjust_logits
-
     logits = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
-    counts = torch.tensor([[0.0, 2.0, 1.0, 0.0]])
     params = SamplingParams(logit_bias={0: 5.0, 3: -100.0}, frequency_penalty=0.5, presence_penalty=1.0)
-    got = adjust_logits(logits, params, counts)
-    torch.testing.assert_close(got, torch.tensor([[6.0, 2.0 - 1.0 - 1.0, 3.0 - 0.5 - 1.0, -96.0]]))
-    assert int(sample_next(logits, SamplingParams(temperature=0, logit_bias={0: 100.0}))) == 0
+    sampler = SequenceSampler(params, 4)
+    for token in (1, 1, 2):  # counts [0, 2, 1, 0]
+        sampler.observe(token)
+    got = sampler.adjust(logits[0])
+    torch.testing.assert_close(got, torch.tensor([6.0, 2.0 - 1.0 - 1.0, 3.0 - 0.5 - 1.0, -96.0]))
+    greedy = SequenceSampler(SamplingParams(temperature=0, logit_bias={0: 100.0}), 4)
+    assert int(sample_rows(logits, [greedy])) == 0
     with pytest.raises(GenerationError, match="outside the vocabulary"):
-        adjust_logits(logits, SamplingParams(logit_bias={9: 1.0}))
+        SequenceSampler(SamplingParams(logit_bias={9: 1.0}), 4)
     with pytest.raises(GenerationError, match="presence_penalty"):
         SamplingParams(presence_penalty=3.0)
 
@@ -121,8 +125,6 @@ def test_frequency_penalty_discourages_repeats(model):
 
 
 def test_text_stream_holds_back_stop_prefixes_and_partial_utf8(tokenizer):
-    from gptlab.generate import TextStream
-
     stream = TextStream(tokenizer, stop=["END"])
     pieces = [stream.push(t) for t in tokenizer.encode("abc EN")]
     assert "".join(pieces) == "abc " and not stream.stopped  # "EN" could start "END"
@@ -135,8 +137,6 @@ def test_text_stream_holds_back_stop_prefixes_and_partial_utf8(tokenizer):
 
 
 def test_sample_rows_keeps_exactly_the_tokens_filter_logits_keeps():
-    from gptlab.generate import SequenceSampler, sample_rows
-
     torch.manual_seed(0)
     logits = torch.randn(4, 50) * 3
     params = [SamplingParams(temperature=0.7, top_k=5), SamplingParams(top_p=0.6),
@@ -153,8 +153,6 @@ def test_sample_rows_keeps_exactly_the_tokens_filter_logits_keeps():
 
 
 def test_sample_rows_draws_in_proportion_to_the_probabilities():
-    from gptlab.generate import SequenceSampler, sample_rows
-
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.2]]))
     sampler = SequenceSampler(SamplingParams(seed=1), 3)
     counts = torch.bincount(torch.cat([sample_rows(logits, [sampler]) for _ in range(3000)]), minlength=3)
@@ -162,8 +160,6 @@ def test_sample_rows_draws_in_proportion_to_the_probabilities():
 
 
 def test_a_seeded_row_samples_the_same_alone_or_beside_others():
-    from gptlab.generate import SequenceSampler, sample_rows
-
     torch.manual_seed(0)
     logits = torch.randn(20, 3, 30)
     params = SamplingParams(seed=5, top_p=0.9)
@@ -175,7 +171,6 @@ def test_a_seeded_row_samples_the_same_alone_or_beside_others():
 
 
 def test_text_stream_decodes_incrementally_to_the_full_decode():
-    from gptlab.generate import TextStream
     from gptlab.tokenizer import train_bpe_tokenizer
 
     text = "naïve café — 東京 🙂 and plain ASCII; ümlaut\n" * 3

@@ -57,27 +57,12 @@ class SamplingParams:
         return self.presence_penalty != 0.0 or self.frequency_penalty != 0.0
 
 
-def adjust_logits(
-    logits: torch.Tensor, params: SamplingParams, counts: torch.Tensor | None = None
-) -> torch.Tensor:
-    """``logits`` (B, V) with logit_bias added and presence/frequency penalties subtracted.
-
-    ``counts`` (B, V) holds how often each token has been generated so far in each row.
-    """
-    if params.logit_bias:
-        ids = torch.tensor(list(params.logit_bias), device=logits.device)
-        if int(ids.min()) < 0 or int(ids.max()) >= logits.size(-1):
-            raise GenerationError(f"logit_bias names a token id outside the vocabulary of {logits.size(-1)}")
-        bias = torch.tensor(list(params.logit_bias.values()), device=logits.device, dtype=logits.dtype)
-        logits = logits.index_add(-1, ids, bias.expand(logits.size(0), -1))
-    if counts is not None and params.penalised:
-        counts = counts.to(logits.dtype)
-        logits = logits - params.frequency_penalty * counts - params.presence_penalty * (counts > 0).to(logits.dtype)
-    return logits
-
-
 def filter_logits(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
-    """Temperature-scaled logits (B, V) with everything outside top-k / top-p set to -inf."""
+    """Temperature-scaled logits (B, V) with everything outside top-k / top-p set to -inf.
+
+    The definition of top-k then top-p, row by row; ``sample_rows`` computes the same kept set for
+    a whole batch with per-row parameters (tested equal).
+    """
     logits = logits / params.temperature
     if params.top_k is not None and params.top_k < logits.size(-1):
         kth = torch.topk(logits, params.top_k, dim=-1).values[:, -1:]
@@ -112,6 +97,16 @@ class SequenceSampler:
             self.bias_ids = torch.tensor(ids, device=device)
             self.bias_values = torch.tensor(list(params.logit_bias.values()), device=device)
 
+    def adjust(self, logits: torch.Tensor) -> torch.Tensor:
+        """One row's logits (V,) with logit_bias added and the presence/frequency penalties
+        (on the tokens generated so far) subtracted, in the order OpenAI documents."""
+        if self.bias_ids is not None:
+            logits = logits.index_add(0, self.bias_ids, self.bias_values.to(logits.dtype))
+        if self.counts is not None:
+            p = self.params
+            logits = logits - p.frequency_penalty * self.counts - p.presence_penalty * (self.counts > 0).float()
+        return logits
+
     def observe(self, token: int) -> None:
         """Count a generated token (for the penalties)."""
         if self.counts is not None:
@@ -128,13 +123,7 @@ def sample_rows(logits: torch.Tensor, samplers: Sequence[SequenceSampler]) -> to
     """
     logits = logits.float()
     if any(s.bias_ids is not None or s.counts is not None for s in samplers):
-        logits = logits.clone()
-        for row, s in enumerate(samplers):
-            if s.bias_ids is not None:
-                logits[row].index_add_(0, s.bias_ids, s.bias_values.to(logits.dtype))
-            if s.counts is not None:
-                p = s.params
-                logits[row] -= p.frequency_penalty * s.counts + p.presence_penalty * (s.counts > 0).float()
+        logits = torch.stack([s.adjust(row) for s, row in zip(samplers, logits)])
     greedy = [s.params.temperature == 0 for s in samplers]
     if all(greedy):
         return logits.argmax(dim=-1)
@@ -160,24 +149,6 @@ def sample_rows(logits: torch.Tensor, samplers: Sequence[SequenceSampler]) -> to
     if any(greedy):
         tokens = torch.where(torch.tensor(greedy, device=device), logits.argmax(dim=-1), tokens)
     return tokens
-
-
-def sample_next(
-    logits: torch.Tensor,
-    params: SamplingParams,
-    generator: torch.Generator | None = None,
-    counts: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Pick the next token id for each row of ``logits`` (B, V) with one set of parameters; (B,) int64.
-
-    ``counts`` (B, V): tokens generated so far per row, for the penalties. Unlike ``sample_rows``
-    the rows share one generator; this is the simple form for a batch of identical requests.
-    """
-    logits = adjust_logits(logits.float(), params, counts)
-    if params.temperature == 0:
-        return logits.argmax(dim=-1)
-    probs = filter_logits(logits, params).softmax(dim=-1)
-    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
 
 
 def top_logprobs(logits: torch.Tensor, token: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
