@@ -11,6 +11,7 @@ V vocab.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
@@ -89,6 +90,15 @@ class KVCache:
             self.lengths[row] = 0
 
 
+class CacheStep(NamedTuple):
+    """Where one forward call writes in a KV cache: worked out once, used by every layer."""
+
+    cache: KVCache
+    first: int  # tokens in the shortest row before this call
+    last: int  # tokens in the longest row (equal to first for a prefill)
+    positions: torch.Tensor  # (B, 1) the position of each row's one new token, or (T,) for a prefill
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
@@ -100,17 +110,17 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, step: CacheStep | None = None, layer: int = 0) -> torch.Tensor:
         B, T, C = x.shape
-        if cache is not None and T == 1:
-            return self.resid_dropout(self.c_proj(self._decode_one(self.c_attn(x), cache, layer)))
+        if step is not None and T == 1:
+            return self.resid_dropout(self.c_proj(self._decode_one(self.c_attn(x), step, layer)))
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
         q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, T, D)
         k = k.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
         v = v.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
         mask, is_causal = None, T > 1
-        if cache is not None:
-            past = cache.length  # a prefill continues rows that all hold the same number of tokens
+        if step is not None:
+            cache, past = step.cache, step.first  # a prefill continues rows of one common length
             cache.keys[layer][:, :, past : past + T] = k
             cache.values[layer][:, :, past : past + T] = v
             k, v = cache.keys[layer][:, :, : past + T], cache.values[layer][:, :, : past + T]  # (B, H, S, D)
@@ -123,7 +133,7 @@ class CausalSelfAttention(nn.Module):
         )  # (B, H, T, D)
         return self.resid_dropout(self.c_proj(y.transpose(1, 2).reshape(B, T, C)))
 
-    def _decode_one(self, qkv: torch.Tensor, cache: KVCache, layer: int) -> torch.Tensor:
+    def _decode_one(self, qkv: torch.Tensor, step: CacheStep, layer: int) -> torch.Tensor:
         """Attention of one new token per row; rows may hold different numbers of tokens.
 
         A plain softmax(q·kᵀ)·v over the cached keys: for a single query it is several times
@@ -132,20 +142,19 @@ class CausalSelfAttention(nn.Module):
         B = qkv.size(0)
         qkv = qkv.view(B, 3, self.n_head, self.head_dim)  # (B, 3, H, D)
         q, k, v = qkv[:, 0], qkv[:, 1], qkv[:, 2]  # (B, H, D)
-        lengths = cache.lengths
-        first, last = int(lengths.min()), int(lengths.max())
-        keys, values = cache.keys[layer], cache.values[layer]  # (B, H, max_len, D)
+        first, last = step.first, step.last
+        keys, values = step.cache.keys[layer], step.cache.values[layer]  # (B, H, max_len, D)
         if first == last:
             keys[:, :, last] = k
             values[:, :, last] = v
         else:
+            at = step.positions.view(B)  # each row's new token goes after its own length
             rows = torch.arange(B, device=qkv.device)
-            at = lengths.to(qkv.device)
             keys[rows, :, at] = k
             values[rows, :, at] = v
         scores = keys[:, :, : last + 1] @ (q * self.head_dim**-0.5).unsqueeze(-1)  # (B, H, S, 1)
         if first != last:  # row b sees keys 0 .. lengths[b]
-            visible = torch.arange(last + 1, device=qkv.device) <= lengths.to(qkv.device).view(B, 1)
+            visible = torch.arange(last + 1, device=qkv.device) <= step.positions
             scores = scores.masked_fill(~visible.view(B, 1, last + 1, 1), float("-inf"))
         weights = scores.softmax(dim=2).transpose(2, 3)  # (B, H, 1, S)
         return (weights @ values[:, :, : last + 1]).view(B, 1, self.n_embd)  # (B, 1, C)
@@ -171,8 +180,8 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), cache, layer)
+    def forward(self, x: torch.Tensor, step: CacheStep | None = None, layer: int = 0) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), step, layer)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -237,6 +246,7 @@ class GPT(nn.Module):
         Targets equal to ``IGNORE_INDEX`` are left out of the loss.
         """
         B, T = idx.shape
+        step = None
         if cache is None:
             if T > self.config.block_size:
                 raise GenerationError(
@@ -246,18 +256,22 @@ class GPT(nn.Module):
         else:
             if cache.batch_size != B:
                 raise GenerationError(f"cache has {cache.batch_size} rows, the input has {B}")
-            longest = int(cache.lengths.max()) + T
-            if longest > cache.max_len:
+            lengths = cache.lengths.tolist()
+            first, last = min(lengths), max(lengths)
+            if last + T > cache.max_len:
                 raise GenerationError(
-                    f"sequence of {longest} tokens exceeds the context length of {cache.max_len}"
+                    f"sequence of {last + T} tokens exceeds the context length of {cache.max_len}"
                 )
             if T == 1:  # one new token per row, each at its own position
                 pos = cache.lengths.to(idx.device).view(B, 1)  # (B, 1)
+            elif first == last:
+                pos = torch.arange(first, first + T, device=idx.device)  # (T,)
             else:
-                pos = torch.arange(cache.length, cache.length + T, device=idx.device)  # (T,)
+                raise GenerationError(f"cache rows have different lengths {lengths}")
+            step = CacheStep(cache, first, last, pos)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
         for layer, block in enumerate(self.transformer.h):
-            x = block(x, cache, layer)
+            x = block(x, step, layer)
         if cache is not None:
             cache.lengths += T
         x = self.transformer.ln_f(x)
