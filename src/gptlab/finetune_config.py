@@ -13,6 +13,7 @@ from typing import Any
 
 from gptlab.config import dataclass_from_dict
 from gptlab.errors import ConfigError
+from gptlab.train_config import check_optimization_settings
 
 # The four projections of every block: q/k/v, attention output, MLP up and down.
 DEFAULT_LORA_TARGETS: tuple[str, ...] = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
@@ -117,14 +118,7 @@ class FinetuneConfig:
             raise ConfigError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio!r}")
         if self.warmup_steps < 0 or self.seed < 0:
             raise ConfigError("warmup_steps and seed must be >= 0")
-        if self.max_time is not None and not self.max_time > 0:
-            raise ConfigError(f"max_time must be positive, got {self.max_time!r}")
-        if self.dtype not in ("auto", "float32", "bfloat16"):
-            raise ConfigError(f"dtype must be auto, float32 or bfloat16, got {self.dtype!r}")
-        if self.weight_decay < 0 or self.grad_clip < 0:
-            raise ConfigError("weight_decay and grad_clip must be >= 0")
-        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
-            raise ConfigError("beta1 and beta2 must be in [0, 1)")
+        check_optimization_settings(self)
 
     @property
     def lr(self) -> float:

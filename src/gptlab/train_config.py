@@ -73,18 +73,11 @@ class TrainConfig:
             raise ConfigError("need learning_rate > 0 and 0 <= min_lr <= learning_rate")
         if not 0 < self.val_fraction < 1:
             raise ConfigError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
-        if self.max_time is not None and not self.max_time > 0:
-            raise ConfigError(f"max_time must be positive, got {self.max_time!r}")
         if self.vocab_pad_multiple is not None and self.vocab_pad_multiple < 1:
             raise ConfigError(f"vocab_pad_multiple must be positive, got {self.vocab_pad_multiple!r}")
         if self.max_bytes is not None and self.max_bytes < 1:
             raise ConfigError(f"max_bytes must be positive, got {self.max_bytes!r}")
-        if self.dtype not in ("auto", "float32", "bfloat16"):
-            raise ConfigError(f"dtype must be auto, float32 or bfloat16, got {self.dtype!r}")
-        if self.weight_decay < 0 or self.grad_clip < 0:
-            raise ConfigError("weight_decay and grad_clip must be >= 0")
-        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
-            raise ConfigError("beta1 and beta2 must be in [0, 1)")
+        check_optimization_settings(self)
         self.model_config(vocab_size=256)  # an unknown preset or a bad shape fails here, before any work
 
     @classmethod
@@ -104,3 +97,15 @@ class TrainConfig:
         }
         pad = self.vocab_pad_multiple or (64 if device_type == "cuda" else 1)
         return preset(self.preset, vocab_size=vocab_size, vocab_pad_multiple=pad, **overrides)
+
+
+def check_optimization_settings(cfg: Any) -> None:
+    """The checks pre-training and fine-tuning configs share: time budget, dtype, AdamW settings."""
+    if cfg.max_time is not None and not cfg.max_time > 0:
+        raise ConfigError(f"max_time must be positive, got {cfg.max_time!r}")
+    if cfg.dtype not in ("auto", "float32", "bfloat16"):
+        raise ConfigError(f"dtype must be auto, float32 or bfloat16, got {cfg.dtype!r}")
+    if cfg.weight_decay < 0 or cfg.grad_clip < 0:
+        raise ConfigError("weight_decay and grad_clip must be >= 0")
+    if not (0 <= cfg.beta1 < 1 and 0 <= cfg.beta2 < 1):
+        raise ConfigError("beta1 and beta2 must be in [0, 1)")
