@@ -214,13 +214,14 @@ class Trainer:
         """Whether ``max_time`` is spent, decided by rank 0 so that every rank stops together."""
         if self.cfg.max_time is None:
             return False
-        spent = torch.tensor(float(time.perf_counter() - start >= self.cfg.max_time))
-        if self.dist.enabled:
-            import torch.distributed as dist
+        spent = time.perf_counter() - start >= self.cfg.max_time
+        if not self.dist.enabled:
+            return spent
+        import torch.distributed as dist
 
-            spent = spent.to(self.device)
-            dist.broadcast(spent, src=0)
-        return bool(spent)
+        flag = torch.tensor(float(spent), device=self.device)
+        dist.broadcast(flag, src=0)
+        return bool(flag)
 
     def fit(self, steps: int | None = None) -> TrainResult:
         """Train until ``max_steps`` or ``max_time``; save a final checkpoint and return a summary.

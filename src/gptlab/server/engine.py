@@ -227,15 +227,19 @@ class Engine:
     def _admit(self) -> None:
         """Prefill waiting requests into free rows, up to ``max_prefill_tokens`` prompt tokens."""
         budget = self.config.max_prefill_tokens
+        admitted = False
         while len(self._running) < self.config.max_batch_size:
             with self._lock:
-                if not self._waiting or (budget < len(self._waiting[0].request.prompt_ids) and
-                                         budget != self.config.max_prefill_tokens):
+                if not self._waiting:
+                    return
+                n_prompt = len(self._waiting[0].request.prompt_ids)
+                if admitted and n_prompt > budget:  # the first prompt always goes in, however long
                     return
                 seq = self._waiting.popleft()
             if seq.stream.cancelled:
                 continue
-            budget -= len(seq.request.prompt_ids)
+            budget -= n_prompt
+            admitted = True
             self._prefill(seq)
             self._flush()  # the first token goes out before the next prompt is prefilled
 
