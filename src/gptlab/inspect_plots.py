@@ -13,32 +13,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from gptlab.inspect import AttentionMaps, EmbeddingPCA, LogitLens, NextToken
 from gptlab.inspect_text import printable
+from gptlab.plotting import pyplot, save_figure
 
 MAX_FIGURE_INCHES = 40.0  # matplotlib refuses figures above 2**16 pixels a side
 MIN_LABEL_INCHES = 0.11  # below this much room per token, tick labels would overlap
-
-
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig: Any, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, bbox_inches="tight")
-    _pyplot().close(fig)
-    return path
 
 
 def _label(token: str, limit: int = 8) -> str:
@@ -66,7 +49,7 @@ def plot_attention(
     panel = min(panel, MAX_FIGURE_INCHES / max(len(layers), len(heads)))
     show_labels = panel / T >= MIN_LABEL_INCHES
     labels = [_label(t) for t in maps.tokens]
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(len(layers), len(heads), figsize=(panel * len(heads) + 1.2, panel * len(layers) + 0.6),
                              dpi=100, squeeze=False)
     image = None
@@ -86,12 +69,12 @@ def plot_attention(
                 ax.set_ylabel("query (attending)", fontsize=8)
     fig.colorbar(image, ax=axes, shrink=0.6, label="attention weight")
     fig.suptitle("Attention: row = query token, column = key token it attends to")
-    return _save(fig, path)
+    return save_figure(fig, path, tight_bbox=True)
 
 
 def plot_next_token(pred: NextToken, path: str | Path) -> Path:
     """Horizontal bars of the top-k next-token probabilities, the most probable on top."""
-    plt = _pyplot()
+    plt = pyplot()
     k = len(pred.top_ids)
     fig, ax = plt.subplots(figsize=(6.5, 0.35 * k + 1.4), dpi=120)
     labels = [f"{printable(t)!s}  ({i})" for t, i in zip(pred.top_tokens, pred.top_ids)]
@@ -105,7 +88,7 @@ def plot_next_token(pred: NextToken, path: str | Path) -> Path:
     context = printable(context if len(context) <= 40 else "…" + context[-39:])
     ax.set_title(f"next token after “{context}”", fontsize=10)
     ax.set_xlabel("probability")
-    return _save(fig, path)
+    return save_figure(fig, path, tight_bbox=True)
 
 
 def plot_lens(lens: LogitLens, path: str | Path) -> Path:
@@ -113,7 +96,7 @@ def plot_lens(lens: LogitLens, path: str | Path) -> Path:
     the probability of the top prediction, written in each cell."""
     probs = lens.top_probs[:, :, 0]  # (L + 1, T)
     rows, T = probs.shape
-    plt = _pyplot()
+    plt = pyplot()
     cell = min(0.9, MAX_FIGURE_INCHES / max(T, rows))
     fig, ax = plt.subplots(figsize=(cell * T + 2.5, cell * 0.7 * rows + 1.5), dpi=110)
     image = ax.imshow(probs, cmap="Blues", vmin=0.0, vmax=1.0, aspect="auto", origin="lower")
@@ -126,12 +109,12 @@ def plot_lens(lens: LogitLens, path: str | Path) -> Path:
     ax.set_xlabel("position (token read) → the cell shows the predicted next token")
     fig.colorbar(image, ax=ax, label="probability of the top token")
     ax.set_title("Logit lens: the top prediction after each layer")
-    return _save(fig, path)
+    return save_figure(fig, path, tight_bbox=True)
 
 
 def plot_embedding_pca(pca: EmbeddingPCA, path: str | Path, *, max_labels: int = 300) -> Path:
     """Scatter of the tokens on the first two principal components, each point labelled."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 7), dpi=120)
     x, y = pca.coords[:, 0], pca.coords[:, 1]
     ax.scatter(x, y, s=10, alpha=0.6)
@@ -142,4 +125,4 @@ def plot_embedding_pca(pca: EmbeddingPCA, path: str | Path, *, max_labels: int =
     ax.set_ylabel(f"PC2 ({r[1]:.1%} of variance)")
     ax.set_title(f"Token embeddings, first two principal components ({pca.method})")
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path, tight_bbox=True)

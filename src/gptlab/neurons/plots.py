@@ -15,28 +15,11 @@ from typing import Any, Protocol
 import numpy as np
 
 from gptlab.errors import DataError
+from gptlab.plotting import pyplot, save_figure
 
 
 class Classifier(Protocol):
     def predict(self, X: Any) -> np.ndarray: ...
-
-
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig: Any, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path)
-    _pyplot().close(fig)
-    return path
 
 
 def plot_retina(
@@ -52,7 +35,7 @@ def plot_retina(
     weights = np.asarray(weights, dtype=np.float64)
     if weights.size != image_shape[0] * image_shape[1]:
         raise DataError(f"{weights.size} weights do not fill a {image_shape[1]}×{image_shape[0]} retina")
-    plt = _pyplot()
+    plt = pyplot()
     limit = float(np.max(np.abs(weights))) or 1.0
     fig, ax = plt.subplots(figsize=(5, 4.4), dpi=120)
     im = ax.imshow(weights.reshape(image_shape), cmap="RdBu_r", vmin=-limit, vmax=limit)
@@ -61,7 +44,7 @@ def plot_retina(
     ax.set_title(title)
     ax.set_xticks([])
     ax.set_yticks([])
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_decision_boundary(
@@ -79,7 +62,7 @@ def plot_decision_boundary(
     X = np.asarray(X, dtype=np.float64)
     if X.ndim != 2 or X.shape[1] != 2:
         raise DataError(f"a decision boundary is drawn for 2-D data, got shape {X.shape}")
-    plt = _pyplot()
+    plt = pyplot()
     pad = 0.15 * max(float(np.ptp(X[:, 0])), float(np.ptp(X[:, 1])), 1.0)
     xs = np.linspace(X[:, 0].min() - pad, X[:, 0].max() + pad, resolution)
     ys = np.linspace(X[:, 1].min() - pad, X[:, 1].max() + pad, resolution)
@@ -101,7 +84,7 @@ def plot_decision_boundary(
     ax.set_ylabel("x₂")
     ax.set_title(title)
     ax.legend(loc="best", fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_curve(
@@ -115,7 +98,7 @@ def plot_curve(
     """``values`` against epoch (1, 2, ...). Returns the PNG's path."""
     if len(values) == 0:
         raise DataError("nothing to plot: the curve is empty")
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.6), dpi=120)
     epochs = np.arange(1, len(values) + 1)
     ax.plot(epochs, values, marker="o" if len(values) <= 50 else None, linewidth=1.2)
@@ -125,4 +108,4 @@ def plot_curve(
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
