@@ -1,10 +1,7 @@
 import json
-import os
 import random
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -388,7 +385,7 @@ def test_adapter_on_the_wrong_base_is_refused(base, data, tmp_path):
 
 
 @pytest.mark.slow
-def test_kill_9_then_resume_gives_identical_losses(base, data, tmp_path):
+def test_kill_9_then_resume_gives_identical_losses(base, data, tmp_path, kill_at_first_checkpoint):
     def command(out: Path, *extra: str) -> list[str]:
         return [sys.executable, "-m", "gptlab", "finetune", str(base), "--data", str(data), "--out", str(out),
                 "--lora", "--lora-rank", "2", "--batch-size", "4", "--max-steps", "50", "--eval-interval", "20",
@@ -396,15 +393,7 @@ def test_kill_9_then_resume_gives_identical_losses(base, data, tmp_path):
                 *extra]
 
     subprocess.run(command(tmp_path / "full"), check=True, capture_output=True)
-    victim = subprocess.Popen(command(tmp_path / "killed"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    latest = tmp_path / "killed" / "LATEST"
-    deadline = time.time() + 120
-    while not latest.exists() and time.time() < deadline and victim.poll() is None:
-        time.sleep(0.005)
-    os.kill(victim.pid, signal.SIGKILL)
-    victim.wait()
-    assert victim.returncode == -signal.SIGKILL, "fine-tuning finished before it could be killed"
-    killed_at = int(latest.read_text().strip().split("-")[1])
+    killed_at = kill_at_first_checkpoint(command(tmp_path / "killed"), tmp_path / "killed", "fine-tuning")
     assert 0 < killed_at < 50
     subprocess.run([sys.executable, "-m", "gptlab", "finetune", "--out", str(tmp_path / "killed"), "--resume",
                     "--no-progress"], check=True, capture_output=True)

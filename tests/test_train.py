@@ -1,10 +1,7 @@
 import json
 import math
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -121,7 +118,7 @@ def test_resume_in_process_is_bit_identical(corpus_file, tmp_path):
 
 
 @pytest.mark.slow
-def test_kill_9_then_resume_gives_identical_losses(corpus_file, tmp_path):
+def test_kill_9_then_resume_gives_identical_losses(corpus_file, tmp_path, kill_at_first_checkpoint):
     def command(out: Path, *extra: str) -> list[str]:
         return [sys.executable, "-m", "gptlab", "train", "--data", str(corpus_file), "--out", str(out),
                 "--preset", "tiny", "--tokenizer", "char", "--block-size", "32", "--batch-size", "4", "--max-steps", "60",
@@ -130,15 +127,7 @@ def test_kill_9_then_resume_gives_identical_losses(corpus_file, tmp_path):
                 *extra]
 
     subprocess.run(command(tmp_path / "full"), check=True, capture_output=True)
-    victim = subprocess.Popen(command(tmp_path / "killed"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    latest = tmp_path / "killed" / "LATEST"
-    deadline = time.time() + 120
-    while not latest.exists() and time.time() < deadline and victim.poll() is None:
-        time.sleep(0.005)
-    os.kill(victim.pid, signal.SIGKILL)
-    victim.wait()
-    assert victim.returncode == -signal.SIGKILL, "training finished before it could be killed"
-    killed_at = int(latest.read_text().strip().split("-")[1])
+    killed_at = kill_at_first_checkpoint(command(tmp_path / "killed"), tmp_path / "killed", "training")
     assert 0 < killed_at < 60
     subprocess.run(command(tmp_path / "killed", "--resume"), check=True, capture_output=True)
     losses = lambda run: [m["loss"] for m in read_jsonl(run / "metrics.jsonl") if "loss" in m]
