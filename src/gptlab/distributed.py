@@ -176,10 +176,9 @@ def load_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, sta
         set_optimizer_state_dict,
     )
 
-    names = [n for n, _ in _unique_named_parameters(model)]
-    by_param = {id(p): n for n, p in _unique_named_parameters(model)}
+    by_param = {id(p): n for n, p in model.named_parameters()}  # tied weights appear once
     order = [by_param[id(p)] for g in optimizer.param_groups for p in g["params"]]
-    if sorted(order) != sorted(names):
+    if sorted(order) != sorted(by_param.values()):
         raise ConfigError("the optimizer's parameters do not match the model's")
     named = {
         "state": {order[int(i)]: slots for i, slots in state["state"].items()},
@@ -188,10 +187,6 @@ def load_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, sta
     set_optimizer_state_dict(
         model, optimizer, named, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
     )
-
-
-def _unique_named_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
-    return list(model.named_parameters())  # tied weights appear once (under their first name)
 
 
 def shutdown(ctx: DistContext) -> None:
