@@ -77,6 +77,14 @@ def test_ddp_matches_one_process_with_the_same_global_batch(single, tmp_path):
     assert got == pytest.approx(expected, rel=1e-4)
 
 
+def test_ddp_with_muon_matches_one_process(single, tmp_path):
+    base, _ = single
+    one = tmp_path / "one"
+    build_trainer(TrainConfig.from_dict(settings(base / "corpus.txt", one, optimizer="muon"))).fit()
+    torchrun(tmp_path, settings(base / "corpus.txt", tmp_path / "ddp", optimizer="muon"))
+    assert losses(tmp_path / "ddp") == pytest.approx(losses(one), rel=1e-4)
+
+
 def test_fsdp_matches_ddp_and_resumes_on_one_process(single, tmp_path):
     base, expected = single
     cfg = settings(base / "corpus.txt", tmp_path / "fsdp", fsdp=True)

@@ -40,6 +40,10 @@ def test_train_config_validation():
         TrainConfig(min_lr=1.0, learning_rate=0.1)
     with pytest.raises(ConfigError, match="unknown training config keys"):
         TrainConfig.from_dict({"lr": 1})
+    with pytest.raises(ConfigError, match="optimizer must be adamw or muon"):
+        TrainConfig(optimizer="sgd")
+    with pytest.raises(ConfigError, match="fsdp"):
+        TrainConfig(optimizer="muon", fsdp=True)
 
 
 def test_training_lowers_loss_and_writes_a_run(corpus_file, tmp_path):
@@ -102,13 +106,14 @@ def test_gradient_accumulation_matches_a_big_batch(corpus_file, tmp_path):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
 
 
-def test_resume_in_process_is_bit_identical(corpus_file, tmp_path):
-    full = build_trainer(tiny_config(corpus_file, tmp_path / "full"))
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_resume_in_process_is_bit_identical(corpus_file, tmp_path, optimizer):
+    full = build_trainer(tiny_config(corpus_file, tmp_path / "full", optimizer=optimizer))
     full.fit()
-    part = build_trainer(tiny_config(corpus_file, tmp_path / "part"))
+    part = build_trainer(tiny_config(corpus_file, tmp_path / "part", optimizer=optimizer))
     part.fit(steps=10)
     del part
-    resumed = build_trainer(tiny_config(corpus_file, tmp_path / "part"), resume=True)
+    resumed = build_trainer(tiny_config(corpus_file, tmp_path / "part", optimizer=optimizer), resume=True)
     assert resumed.step == 10
     resumed.fit()
     losses = lambda run: [m["loss"] for m in read_jsonl(run / "metrics.jsonl") if "loss" in m]

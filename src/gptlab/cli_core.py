@@ -31,6 +31,7 @@ TRAIN_HELP: dict[str, str] = {
     "grad_accum": "micro-batches accumulated per optimizer step",
     "max_steps": "optimizer steps to train for (the cosine schedule ends here)",
     "max_time": "stop after this many seconds (a checkpoint is saved)",
+    "optimizer": "adamw, or muon (Muon for the blocks' weight matrices, AdamW for the rest; not with --fsdp)",
     "learning_rate": "peak learning rate",
     "min_lr": "learning rate at the end of the cosine decay",
     "warmup_steps": "linear warmup steps",

@@ -1,7 +1,7 @@
 """Training: next-token prediction on random sliding windows of a prepared corpus.
 
 ``TrainConfig`` holds every training knob (each one is also a CLI flag and a config-file key).
-``Trainer`` owns the loop: AdamW with decay/no-decay groups, linear warmup then cosine decay,
+``Trainer`` owns the loop: AdamW with decay/no-decay groups (or Muon for the block matrices), linear warmup then cosine decay,
 gradient accumulation and clipping, periodic validation, metrics to JSONL, checkpoints, and
 exact resumption (weights, optimizer, RNG and data position all come back).
 """
@@ -27,6 +27,7 @@ from gptlab.errors import ConfigError
 from gptlab.fileio import atomic_write_text
 from gptlab.gpus import peak_flops_of
 from gptlab.model import GPT
+from gptlab.muon import MuonAdamW
 from gptlab.tokenizer import Tokenizer
 from gptlab.train_config import TrainConfig
 
@@ -63,19 +64,30 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 
 def make_optimizer(model: GPT, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW where matrices (Linear and embedding weights) decay and biases / LayerNorms do not."""
+    """AdamW where matrices (Linear and embedding weights) decay and biases / LayerNorms do not.
+
+    With ``cfg.optimizer == "muon"`` the weight matrices inside the blocks use Muon instead (see
+    ``gptlab.muon``); embeddings (tied to the LM head), biases and LayerNorms stay on AdamW.
+    """
     params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.dim() >= 2]
+    hidden: list[torch.nn.Parameter] = []
+    if cfg.optimizer == "muon":
+        hidden = [p for p in model.transformer.h.parameters() if p.requires_grad and p.dim() == 2]
+    in_muon = {id(p) for p in hidden}
+    decay = [p for p in params if p.dim() >= 2 and id(p) not in in_muon]
     no_decay = [p for p in params if p.dim() < 2]
     groups = [
         {"params": decay, "weight_decay": cfg.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
     fused = device.type == "cuda"
-    return torch.optim.AdamW(
-        groups, lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2), fused=fused or None,
-        foreach=None if fused else True,
-    )
+    adamw: dict[str, Any] = {
+        "lr": cfg.learning_rate, "betas": (cfg.beta1, cfg.beta2),
+        "fused": fused or None, "foreach": None if fused else True,
+    }
+    if hidden:
+        return MuonAdamW([{"params": hidden, "weight_decay": cfg.weight_decay, "muon": True}, *groups], **adamw)
+    return torch.optim.AdamW(groups, **adamw)
 
 
 @dataclass

@@ -36,6 +36,7 @@ class TrainConfig:
     grad_accum: int = 1
     max_steps: int = 600
     max_time: float | None = None  # seconds; stop (and save) when exceeded
+    optimizer: str = "adamw"  # "adamw", or "muon": Muon for the blocks' weight matrices, AdamW for the rest
     learning_rate: float = 2e-3
     min_lr: float = 2e-4
     warmup_steps: int = 50
@@ -78,6 +79,10 @@ class TrainConfig:
         if self.max_bytes is not None and self.max_bytes < 1:
             raise ConfigError(f"max_bytes must be positive, got {self.max_bytes!r}")
         check_optimization_settings(self)
+        if self.optimizer not in ("adamw", "muon"):
+            raise ConfigError(f"optimizer must be adamw or muon, got {self.optimizer!r}")
+        if self.optimizer == "muon" and self.fsdp:
+            raise ConfigError("optimizer muon needs whole weight matrices, so it does not work with fsdp (use DDP)")
         self.model_config(vocab_size=256)  # an unknown preset or a bad shape fails here, before any work
 
     @classmethod
