@@ -134,16 +134,12 @@ class CausalSelfAttention(nn.Module):
         return self.resid_dropout(self.c_proj(y.transpose(1, 2).reshape(B, T, C)))
 
     def _decode_one(self, qkv: torch.Tensor, step: CacheStep, layer: int) -> torch.Tensor:
-        """Attention of one new token per row; rows may hold different numbers of tokens.
-
-        A plain softmax(q·kᵀ)·v over the cached keys: for a single query it is several times
-        faster on CPU than SDPA's flash kernel, which is tuned for long queries.
-        """
+        """Attention of one new token per row; rows may hold different numbers of tokens."""
         B = qkv.size(0)
-        qkv = qkv.view(B, 3, self.n_head, self.head_dim)  # (B, 3, H, D)
-        q, k, v = qkv[:, 0], qkv[:, 1], qkv[:, 2]  # (B, H, D)
+        q, k, v = qkv.view(B, 3, self.n_head, self.head_dim).unbind(1)  # each (B, H, D)
         first, last = step.first, step.last
         keys, values = step.cache.keys[layer], step.cache.values[layer]  # (B, H, max_len, D)
+        mask = None
         if first == last:
             keys[:, :, last] = k
             values[:, :, last] = v
@@ -152,12 +148,12 @@ class CausalSelfAttention(nn.Module):
             rows = torch.arange(B, device=qkv.device)
             keys[rows, :, at] = k
             values[rows, :, at] = v
-        scores = keys[:, :, : last + 1] @ (q * self.head_dim**-0.5).unsqueeze(-1)  # (B, H, S, 1)
-        if first != last:  # row b sees keys 0 .. lengths[b]
-            visible = torch.arange(last + 1, device=qkv.device) <= step.positions
-            scores = scores.masked_fill(~visible.view(B, 1, last + 1, 1), float("-inf"))
-        weights = scores.softmax(dim=2).transpose(2, 3)  # (B, H, 1, S)
-        return (weights @ values[:, :, : last + 1]).view(B, 1, self.n_embd)  # (B, 1, C)
+            # row b sees keys 0 .. lengths[b]
+            mask = (torch.arange(last + 1, device=qkv.device) <= step.positions).view(B, 1, 1, last + 1)
+        y = F.scaled_dot_product_attention(
+            q.unsqueeze(2), keys[:, :, : last + 1], values[:, :, : last + 1], attn_mask=mask
+        )  # (B, H, 1, D)
+        return y.transpose(1, 2).reshape(B, 1, self.n_embd)  # (B, 1, C)
 
 
 class MLP(nn.Module):
