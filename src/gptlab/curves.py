@@ -17,15 +17,12 @@ def plot_loss_curve(metrics_path: str | Path, out_png: str | Path) -> Path:
 
     Raises ImportError when matplotlib is missing.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from gptlab.plotting import pyplot, save_figure
 
     records = read_metrics(metrics_path)
     train = [(r["step"], r["loss"]) for r in records if "loss" in r]
     val = [(r["step"], r["val_loss"]) for r in records if "val_loss" in r]
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
+    fig, ax = pyplot().subplots(figsize=(7, 4), dpi=120)
     if train:
         ax.plot(*zip(*train), label="train", linewidth=1)
     if val:
@@ -35,8 +32,4 @@ def plot_loss_curve(metrics_path: str | Path, out_png: str | Path) -> Path:
     ax.set_title("Training loss")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    out_png = Path(out_png)
-    fig.savefig(out_png)
-    plt.close(fig)
-    return out_png
+    return save_figure(fig, out_png)
