@@ -9,11 +9,12 @@ from gptlab.muon import MuonAdamW, orthogonalize
 from gptlab.train import TrainConfig, make_optimizer
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])  # bf16: what CUDA runs
 @pytest.mark.parametrize("shape", [(3, 24, 40), (2, 40, 24), (1, 16, 16)])
-def test_orthogonalize_approximates_the_polar_factor(shape):
+def test_orthogonalize_approximates_the_polar_factor(shape, dtype):
     torch.manual_seed(0)
     g = torch.randn(shape)
-    out = orthogonalize(g, steps=5)
+    out = orthogonalize(g, steps=5, dtype=dtype)
     assert out.shape == g.shape and out.dtype == g.dtype
     u, _, vh = torch.linalg.svd(g, full_matrices=False)
     polar = u @ vh

@@ -25,14 +25,18 @@ import torch
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)  # the quintic iteration of the reference implementation
 
 
-def orthogonalize(updates: torch.Tensor, steps: int = 5, eps: float = 1e-7) -> torch.Tensor:
+def orthogonalize(
+    updates: torch.Tensor, steps: int = 5, eps: float = 1e-7, dtype: torch.dtype | None = None
+) -> torch.Tensor:
     """Approximately U·Vᵀ of the SVD of each matrix of ``updates`` (N, A, B), by Newton-Schulz.
 
     The iteration pushes every singular value into roughly [0.7, 1.2] rather than exactly 1, which
     is all Muon needs. It works on the wide orientation (A ≤ B), so X·Xᵀ is the small Gram matrix.
+    ``dtype`` of the iterations: by default bfloat16 on CUDA, float32 elsewhere.
     """
     a, b, c = NS_COEFFICIENTS
-    dtype = torch.bfloat16 if updates.is_cuda else torch.float32
+    if dtype is None:
+        dtype = torch.bfloat16 if updates.is_cuda else torch.float32
     x = updates.to(dtype)
     tall = x.size(-2) > x.size(-1)
     if tall:
