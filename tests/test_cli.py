@@ -77,6 +77,7 @@ def test_resume_continues_a_run(tmp_path, corpus_file, capsys, trained_run):
         ("short", ["train", "--data", "{tmp}/short.txt", *TINY], ["shorter than one window"]),
         (None, ["train", "--preset", "gpt9"], ["unknown preset"]),
         (None, ["train", "--batch-size", "0"], ["batch_size"]),
+        (None, ["train", "--optimizer", "sgd"], ["optimizer must be adamw or muon"]),
         (None, ["train", "--config", "{tmp}/nope.toml"], ["nope.toml"]),
         ("badtoml", ["train", "--config", "{tmp}/bad.toml"], ["bad.toml"]),
         (None, ["sample", "{tmp}/no-run"], ["no-run"]),
