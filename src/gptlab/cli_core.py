@@ -7,10 +7,10 @@ import dataclasses
 import json
 import logging
 import sys
-import types
-import typing
 from pathlib import Path
 from typing import Any
+
+from gptlab.cli_args import add_dataclass_flags, int_at_least
 
 # one help line per TrainConfig field; every field becomes a --flag and a config-file key
 TRAIN_HELP: dict[str, str] = {
@@ -57,28 +57,10 @@ TRAIN_HELP: dict[str, str] = {
 }
 
 
-def _flag_type(annotation: Any) -> Any:
-    """The argparse type of a dataclass field annotation such as ``int | None``."""
-    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
-        annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
-    return annotation
-
-
 def _add_train_flags(parser: argparse.ArgumentParser) -> None:
     from gptlab.train_config import TrainConfig
 
-    hints = typing.get_type_hints(TrainConfig)
-    defaults = TrainConfig()
-    for field in dataclasses.fields(TrainConfig):
-        flag = "--" + field.name.replace("_", "-")
-        kind = _flag_type(hints[field.name])
-        help_text = f"{TRAIN_HELP[field.name]} (default: {getattr(defaults, field.name)})"
-        if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction,
-                                default=argparse.SUPPRESS, help=help_text)
-        else:
-            parser.add_argument(flag, type=kind, default=argparse.SUPPRESS, help=help_text,
-                                metavar=field.name.upper())
+    add_dataclass_flags(parser, TrainConfig, TRAIN_HELP)
 
 
 def train_config_from_args(args: argparse.Namespace) -> tuple[Any, bool]:
@@ -179,13 +161,6 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add prepare, train and sample to the ``gptlab`` parser."""
     p = subparsers.add_parser(
@@ -220,7 +195,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("run", help="run directory, checkpoint folder, LoRA run or adapter directory")
     p.add_argument("--prompt", help="text to continue (default: a newline; with --few-shot: the query)")
-    p.add_argument("--max-new-tokens", type=_positive_int, default=200)
+    p.add_argument("--max-new-tokens", type=int_at_least(0), default=200)
     p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--top-p", type=float, default=None)

@@ -6,10 +6,10 @@ import argparse
 import dataclasses
 import json
 import sys
-import types
-import typing
 from pathlib import Path
 from typing import Any
+
+from gptlab.cli_args import add_dataclass_flags
 
 FINETUNE_HELP: dict[str, str] = {
     "out": "run directory (default: runs/<base name>-finetune, or -lora)",
@@ -39,29 +39,10 @@ FINETUNE_HELP: dict[str, str] = {
 NOT_FLAGS = ("base", "data", "lora")
 
 
-def _flag_type(annotation: Any) -> Any:
-    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
-        annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
-    return annotation
-
-
 def _add_finetune_flags(parser: argparse.ArgumentParser) -> None:
     from gptlab.finetune_config import DEFAULT_LORA_TARGETS, FinetuneConfig, LoRAConfig
 
-    hints = typing.get_type_hints(FinetuneConfig)
-    defaults = FinetuneConfig()
-    for field in dataclasses.fields(FinetuneConfig):
-        if field.name in NOT_FLAGS:
-            continue
-        flag = "--" + field.name.replace("_", "-")
-        kind = _flag_type(hints[field.name])
-        help_text = f"{FINETUNE_HELP[field.name]} (default: {getattr(defaults, field.name)})"
-        if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
-                                help=help_text)
-        else:
-            parser.add_argument(flag, type=kind, default=argparse.SUPPRESS, help=help_text,
-                                metavar=field.name.upper())
+    add_dataclass_flags(parser, FinetuneConfig, FINETUNE_HELP, skip=NOT_FLAGS)
     lora = LoRAConfig()
     group = parser.add_argument_group("LoRA", "train low-rank adapters on a frozen base instead of every weight")
     group.add_argument("--lora", action="store_true", default=argparse.SUPPRESS, help="fine-tune with LoRA")

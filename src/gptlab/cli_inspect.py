@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gptlab.errors import DataError, GenerationError
+from gptlab.errors import GenerationError
+from gptlab.fileio import make_output_folder
 
 DEFAULT_OUT = "runs/inspect"
 
@@ -17,15 +18,6 @@ def _load(args: argparse.Namespace) -> Any:
     from gptlab.train import resolve_device
 
     return load_checkpoint(args.run, device=resolve_device(args.device))
-
-
-def _out_dir(out: str) -> Path:
-    path = Path(out)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DataError(f"{path}: cannot create the output folder ({exc.strerror})") from None
-    return path
 
 
 def _check_index(flag: str, value: int | None, count: int, where: str, negative_ok: bool = False) -> int | None:
@@ -75,7 +67,7 @@ def cmd_attention(args: argparse.Namespace) -> int:
         print("how each head attends, averaged over the tokens (weight on the token itself, the previous "
               "token, the first token):")
         print(inspect_text.format_head_summary(maps, layers, heads))
-    out = _out_dir(args.out)
+    out = make_output_folder(args.out)
     png = _save_picture("attention.png", inspect_plots.plot_attention, maps, out / "attention.png",
                         layers=layers, heads=heads)
     page = inspect_html.write_attention_html(maps, out / "attention.html", title=f"Attention: {args.run}")
@@ -98,7 +90,7 @@ def cmd_next(args: argparse.Namespace) -> int:
         print(inspect_text.format_surprisal(inspect.surprisal(ckpt.model, ckpt.tokenizer, args.text)))
     else:
         print("(one token only: no surprisal, the first token has no context)")
-    out = _out_dir(args.out)
+    out = make_output_folder(args.out)
     _wrote([_save_picture("next_token.png", inspect_plots.plot_next_token, pred, out / "next_token.png")])
     return 0
 
@@ -112,7 +104,7 @@ def cmd_lens(args: argparse.Namespace) -> int:
           "each layer; columns are positions (pos:token→)")
     print(inspect_text.format_lens(lens, markdown=args.markdown))
     if args.out is not None:
-        out = _out_dir(args.out)
+        out = make_output_folder(args.out)
         (out / "lens.md").write_text(inspect_text.format_lens(lens, markdown=True) + "\n", encoding="utf-8")
         png = _save_picture("lens.png", inspect_plots.plot_lens, lens, out / "lens.png")
         _wrote([out / "lens.md", png])
@@ -133,7 +125,7 @@ def cmd_embeddings(args: argparse.Namespace) -> int:
         print()
     pca = inspect.embedding_pca(ckpt.model, ckpt.tokenizer, n=args.n)
     print(inspect_text.format_pca(pca))
-    out = _out_dir(args.out)
+    out = make_output_folder(args.out)
     _wrote([_save_picture("embeddings_pca.png", inspect_plots.plot_embedding_pca, pca,
                           out / "embeddings_pca.png")])
     return 0

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from gptlab.errors import ConfigError, DataError
+from gptlab.fileio import make_output_folder
 
 
 def _rows_to_show(n: int, limit: int = 12) -> list[int]:
@@ -56,15 +57,6 @@ def _load_data(args: argparse.Namespace) -> tuple[Any, Any | None]:
     return data, None
 
 
-def _prepare_out(out: str) -> Path:
-    path = Path(out)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DataError(f"{path}: cannot create the output folder ({exc.strerror})") from None
-    return path
-
-
 def _pictures(model: Any, data: Any, out: Path, what: str) -> list[Path]:
     """The weights on the retina (image data) or the decision boundary (2-D data)."""
     from gptlab.neurons import plots
@@ -99,7 +91,7 @@ def cmd_perceptron(args: argparse.Namespace) -> int:
     from gptlab.neurons.perceptron import Perceptron, mistake_bound
 
     _check_positive("--epochs", args.epochs)
-    out = _prepare_out(args.out)
+    out = make_output_folder(args.out)
     train, test = _load_data(args)
     model = Perceptron(max_epochs=args.epochs, shuffle=args.shuffle, random_state=args.seed).fit(
         train.X, train.y
@@ -144,7 +136,7 @@ def cmd_adaline(args: argparse.Namespace) -> int:
     _check_positive("--epochs", args.epochs)
     if args.learning_rate is not None:
         _check_positive("--learning-rate", args.learning_rate)
-    out = _prepare_out(args.out)
+    out = make_output_folder(args.out)
     train, test = _load_data(args)
     if args.learning_rate is None:
         learning_rate = 0.1 / float(np.max(np.sum(train.X**2, axis=1)) + 1.0)
@@ -188,7 +180,7 @@ def cmd_xor(args: argparse.Namespace) -> int:
         ("--perceptron-epochs", args.perceptron_epochs),
     ):
         _check_positive(flag, value)
-    out = _prepare_out(args.out)
+    out = make_output_folder(args.out)
     data = make_xor()
     written = []
 

@@ -11,6 +11,7 @@ import logging
 import os
 from pathlib import Path
 
+from gptlab.cli_args import int_at_least
 from gptlab.errors import CheckpointError, ConfigError
 
 logger = logging.getLogger(__name__)
@@ -25,13 +26,6 @@ def default_model_name(run: str | Path) -> str:
     if path.name.startswith("ckpt-"):
         return f"{path.parent.name}/{path.name}"
     return path.name
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -49,14 +43,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--api-key", default=None,
                    help=f"require this Bearer token on the API routes (default: ${API_KEY_ENV}, else none)")
     p.add_argument("--model-name", default=None, help="model id in the API (default: the run directory's name)")
-    p.add_argument("--max-batch-size", type=_positive, default=16, help="sequences decoded together (default: 16)")
-    p.add_argument("--max-queue", type=_positive, default=64,
+    p.add_argument("--max-batch-size", type=int_at_least(1), default=16, help="sequences decoded together (default: 16)")
+    p.add_argument("--max-queue", type=int_at_least(1), default=64,
                    help="requests that may wait for a slot; beyond it the API answers 429 (default: 64)")
-    p.add_argument("--max-body-bytes", type=_positive, default=1 << 20,
+    p.add_argument("--max-body-bytes", type=int_at_least(1), default=1 << 20,
                    help="largest request body; larger is a 413 (default: 1 MiB)")
-    p.add_argument("--max-prompt-chars", type=_positive, default=100_000,
+    p.add_argument("--max-prompt-chars", type=int_at_least(1), default=100_000,
                    help="longest prompt or conversation in characters (default: 100000)")
-    p.add_argument("--max-choices", type=_positive, default=16,
+    p.add_argument("--max-choices", type=int_at_least(1), default=16,
                    help="most completions one request may ask for, prompts × n (default: 16)")
     p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                    help="allow browser calls from this origin (repeatable; CORS is off by default)")

@@ -13,6 +13,16 @@ from typing import Any
 from gptlab.errors import DataError
 
 
+def make_output_folder(path: str | Path) -> Path:
+    """Create the folder ``path`` (and its parents) if needed; DataError naming it if that fails."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot create the output folder ({exc.strerror})") from None
+    return path
+
+
 def fsync_dir(path: str | Path) -> None:
     """Flush a directory entry (a rename inside it) to disk."""
     fd = os.open(path, os.O_RDONLY)
