@@ -15,6 +15,26 @@ def corpus_text() -> str:
     return inspect.getsource(textwrap)
 
 
+@pytest.fixture(scope="module")
+def tokenizer(corpus_text):
+    """A character tokenizer of ``corpus_text`` (test files that need another one define their own)."""
+    from gptlab.tokenizer import train_char_tokenizer
+
+    return train_char_tokenizer([corpus_text])
+
+
+@pytest.fixture(scope="module")
+def model(tokenizer):
+    """A seeded 2-layer, width-32, context-64 GPT in eval mode for ``tokenizer``."""
+    import torch
+
+    from gptlab.config import GPTConfig
+    from gptlab.model import GPT
+
+    torch.manual_seed(0)
+    return GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=64, n_layer=2, n_head=2, n_embd=32)).eval()
+
+
 @pytest.fixture
 def corpus_file(tmp_path: Path, corpus_text: str) -> Path:
     path = tmp_path / "corpus.txt"

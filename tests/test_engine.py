@@ -5,23 +5,9 @@ import asyncio
 import pytest
 import torch
 
-from gptlab.config import GPTConfig
 from gptlab.errors import GenerationError
 from gptlab.generate import SamplingParams, generate_tokens
-from gptlab.model import GPT
 from gptlab.server.engine import Engine, EngineConfig, GenerationRequest, QueueFullError
-from gptlab.tokenizer import train_char_tokenizer
-
-
-@pytest.fixture(scope="module")
-def tokenizer(corpus_text):
-    return train_char_tokenizer([corpus_text])
-
-
-@pytest.fixture(scope="module")
-def model(tokenizer):
-    torch.manual_seed(0)
-    return GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=64, n_layer=2, n_head=2, n_embd=32)).eval()
 
 
 def run(engine, requests, cancel_after=None):

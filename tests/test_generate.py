@@ -1,7 +1,6 @@
 import pytest
 import torch
 
-from gptlab.config import GPTConfig
 from gptlab.errors import GenerationError
 from gptlab.generate import (
     SamplingParams,
@@ -12,19 +11,6 @@ from gptlab.generate import (
     generate_tokens,
     sample_rows,
 )
-from gptlab.model import GPT
-from gptlab.tokenizer import train_char_tokenizer
-
-
-@pytest.fixture(scope="module")
-def tokenizer(corpus_text):
-    return train_char_tokenizer([corpus_text])
-
-
-@pytest.fixture(scope="module")
-def model(tokenizer):
-    torch.manual_seed(0)
-    return GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=64, n_layer=2, n_head=2, n_embd=32)).eval()
 
 
 def test_greedy_matches_uncached_argmax(model):
