@@ -7,7 +7,7 @@ biases and LayerNorms keep AdamW. The learning-rate scale is Moonshot's (``0.2·
 one learning rate and weight decay serve both kinds of parameter.
 
 ``torch.optim.Muon`` implements the same update, but it orthogonalizes in bfloat16 one matrix at
-a time, which is an order of magnitude slower on CPUs without bf16 units. Here the iterations run
+a time, which is tens of times slower on CPUs without bf16 units. Here the iterations run
 in fp32 on the CPU (bf16 on CUDA, as the reference does) and every group of same-shape matrices
 is orthogonalized in one batched matmul. The AdamW part is PyTorch's own: this class *is* a
 ``torch.optim.AdamW`` whose groups marked ``muon=True`` are stepped by Muon instead, so

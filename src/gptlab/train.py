@@ -1,9 +1,10 @@
 """Training: next-token prediction on random sliding windows of a prepared corpus.
 
 ``TrainConfig`` holds every training knob (each one is also a CLI flag and a config-file key).
-``Trainer`` owns the loop: AdamW with decay/no-decay groups (or Muon for the block matrices), linear warmup then cosine decay,
-gradient accumulation and clipping, periodic validation, metrics to JSONL, checkpoints, and
-exact resumption (weights, optimizer, RNG and data position all come back).
+``Trainer`` owns the loop: AdamW with decay/no-decay groups (or Muon for the block matrices),
+linear warmup then cosine decay, gradient accumulation and clipping, periodic validation, metrics
+to JSONL, checkpoints, and exact resumption (weights, optimizer, RNG and data position all come
+back).
 """
 
 from __future__ import annotations
