@@ -97,6 +97,7 @@ class CacheStep(NamedTuple):
     first: int  # tokens in the shortest row before this call
     last: int  # tokens in the longest row (equal to first for a prefill)
     positions: torch.Tensor  # (B, 1) the position of each row's one new token, or (T,) for a prefill
+    visible: torch.Tensor | None = None  # (B, 1, 1, last + 1): row b sees keys 0 .. lengths[b] (ragged decode only)
 
 
 class CausalSelfAttention(nn.Module):
@@ -139,7 +140,6 @@ class CausalSelfAttention(nn.Module):
         q, k, v = qkv.view(B, 3, self.n_head, self.head_dim).unbind(1)  # each (B, H, D)
         first, last = step.first, step.last
         keys, values = step.cache.keys[layer], step.cache.values[layer]  # (B, H, max_len, D)
-        mask = None
         if first == last:
             keys[:, :, last] = k
             values[:, :, last] = v
@@ -148,10 +148,8 @@ class CausalSelfAttention(nn.Module):
             rows = torch.arange(B, device=qkv.device)
             keys[rows, :, at] = k
             values[rows, :, at] = v
-            # row b sees keys 0 .. lengths[b]
-            mask = (torch.arange(last + 1, device=qkv.device) <= step.positions).view(B, 1, 1, last + 1)
         y = F.scaled_dot_product_attention(
-            q.unsqueeze(2), keys[:, :, : last + 1], values[:, :, : last + 1], attn_mask=mask
+            q.unsqueeze(2), keys[:, :, : last + 1], values[:, :, : last + 1], attn_mask=step.visible
         )  # (B, H, 1, D)
         return y.transpose(1, 2).reshape(B, 1, self.n_embd)  # (B, 1, C)
 
@@ -264,7 +262,10 @@ class GPT(nn.Module):
                 pos = torch.arange(first, first + T, device=idx.device)  # (T,)
             else:
                 raise GenerationError(f"cache rows have different lengths {lengths}")
-            step = CacheStep(cache, first, last, pos)
+            visible = None
+            if T == 1 and first != last:
+                visible = (torch.arange(last + 1, device=idx.device) <= pos).view(B, 1, 1, last + 1)
+            step = CacheStep(cache, first, last, pos, visible)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
         for layer, block in enumerate(self.transformer.h):
             x = block(x, step, layer)
