@@ -7,6 +7,11 @@ The script checks that the two token sequences are identical, then times both in
 rounds; the time of a round covers the whole call (prefill of the prompt + every decode step),
 and the headline is the median over rounds of (gptlab tokens/s) / (HF tokens/s).
 
+A third side, ``matmuls``, runs only the model's weight products (every linear layer, lm_head
+included, on one row) as many times as a generation does. Reading the fp32 weights bounds
+decoding from below, so HF's time ÷ this time is the most any decoder using these kernels
+could gain over HF on this machine: the script prints it as the ceiling.
+
     python bench/decode.py                        # 4 layers, width 256, prompt 32, 200 new tokens
     python bench/decode.py --new-tokens 400 --block-size 512
 """
@@ -19,6 +24,7 @@ import sys
 from typing import Any
 
 import torch
+from torch import nn
 
 from _common import hf_twin, interleaved_rounds, machine_line, median_ratio, print_table
 from gptlab.config import GPTConfig
@@ -72,6 +78,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             )
         return out[0, args.prompt_len:].tolist()
 
+    linears = [m for m in ours.modules() if isinstance(m, nn.Linear)]  # the blocks' layers and lm_head
+    rows = {m.in_features: torch.randn(1, 1, m.in_features) for m in linears}
+
+    @torch.inference_mode()
+    def run_matmuls() -> None:
+        for _ in range(args.new_tokens):
+            for m in linears:
+                m(rows[m.in_features])
+
     tokens_ours, tokens_hf = run_ours(), run_hf()
     identical = tokens_ours == tokens_hf
     print_table("decode: greedy generation, batch 1, KV cache, fp32, CPU", {
@@ -81,6 +96,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "work": f"prompt {args.prompt_len} tokens, {args.new_tokens} new tokens (time covers prefill + decode)",
         "gptlab": "gptlab.generate.generate_tokens(temperature=0)",
         "reference": "transformers GPT2LMHeadModel(sdpa).generate(do_sample=False, use_cache=True)",
+        "matmuls": f"only the {len(linears)} weight products per token, one row each (the floor of decoding)",
         "timing": f"{args.warmup} warm-up call per side, then {args.rounds} interleaved rounds, median",
         "machine": machine_line(),
         "same tokens": f"{identical} ({len(tokens_ours)} vs {len(tokens_hf)} tokens)",
@@ -91,16 +107,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for _ in range(args.warmup):
         run_ours()
         run_hf()
-    times = interleaved_rounds({"gptlab": run_ours, "hf": run_hf}, args.rounds)
+    times = interleaved_rounds({"gptlab": run_ours, "hf": run_hf, "matmuls": run_matmuls}, args.rounds)
     results: dict[str, Any] = {"config": vars(args), "identical": identical}
     print("results")
     for name, secs in times.items():
         tok_s = args.new_tokens / statistics.median(secs)
         ratio = median_ratio(times["hf"], secs)
         results[name] = {"tokens_per_s": tok_s, "ratio_vs_hf": ratio, "call_s": secs}
-        print(f"  {name:<7} {tok_s:8,.0f} new tokens/s   {statistics.median(secs) * 1e3 / args.new_tokens:6.2f} ms/token"
+        print(f"  {name:<8} {tok_s:8,.0f} new tokens/s   {statistics.median(secs) * 1e3 / args.new_tokens:6.2f} ms/token"
               f"   ratio vs hf {ratio:5.2f}x")
     results["ratio"] = results["gptlab"]["ratio_vs_hf"]
+    results["ceiling"] = results["matmuls"]["ratio_vs_hf"]
+    print(f"ceiling here (hf time / matmuls-only time): {results['ceiling']:.2f}x")
     print(f"gptlab / hf decoding speed: {results['ratio']:.2f}x (target >= 3x)")
     return results
 

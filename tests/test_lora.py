@@ -143,7 +143,7 @@ def test_merged_logits_equal_adapter_logits_and_unmerge_restores_the_weights():
         merge_lora(model)
         merged, _ = model(x)
     assert not lora_modules(model)
-    assert all(type(m) is nn.Linear for n, m in model.named_modules() if n.endswith(("c_attn", "c_proj", "c_fc")))
+    assert all(isinstance(m, nn.Linear) for n, m in model.named_modules() if n.endswith(("c_attn", "c_proj", "c_fc")))
     assert set(model.state_dict()) == set(tiny_gpt().state_dict())
     torch.testing.assert_close(merged_in_place, adapted, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(merged, adapted, rtol=1e-5, atol=1e-5)

@@ -36,6 +36,7 @@ from torch import nn
 from gptlab.errors import CheckpointError, ConfigError
 from gptlab.fileio import fsync_dir, sha256_file
 from gptlab.finetune_config import DEFAULT_LORA_TARGETS, LoRAConfig
+from gptlab.linear import linear
 
 __all__ = [
     "ADAPTER_META",
@@ -103,7 +104,7 @@ class LoRALinear(nn.Module):
         return (self.lora_B @ self.lora_A) * self.scaling
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.linear(x, self.weight, self.bias)  # (..., out)
+        y = linear(x, self.weight, self.bias)  # (..., out)
         if self.merged:
             return y
         h = F.linear(self.lora_dropout(x), self.lora_A)  # (..., r)

@@ -1,0 +1,58 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gptlab.linear import SPLIT_MIN_WEIGHTS, Linear, linear
+
+
+@pytest.fixture
+def threads():
+    """Run with a given number of torch threads, restoring the old number afterwards."""
+    before = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("n_threads", [2, 4])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_one_row_split_across_threads_equals_f_linear(threads, n_threads, with_bias):
+    threads(n_threads)
+    torch.manual_seed(0)
+    weight = torch.randn(SPLIT_MIN_WEIGHTS // 128, 128)
+    bias = torch.randn(weight.size(0)) if with_bias else None
+    for shape in [(128,), (1, 128), (1, 1, 128)]:
+        x = torch.randn(shape)
+        with torch.no_grad():
+            y = linear(x, weight, bias)
+        assert y.shape == F.linear(x, weight, bias).shape
+        torch.testing.assert_close(y, F.linear(x, weight, bias), rtol=1e-5, atol=1e-5)
+
+
+def test_split_path_is_the_one_taken(threads, monkeypatch):
+    """One row, no grad, 2 threads, a large weight: bmm does the work (and F.linear is not called)."""
+    threads(2)
+    calls = []
+    monkeypatch.setattr(F, "linear", lambda *a: calls.append(a))
+    big, odd, small = (torch.randn(SPLIT_MIN_WEIGHTS // 64 + n, 64) for n in (0, 1, -2))
+    with torch.no_grad():
+        linear(torch.randn(1, 64), big)
+    assert calls == []
+    with torch.no_grad():
+        linear(torch.randn(2, 64), big)  # two rows: a plain matmul
+        linear(torch.randn(1, 64), odd)  # an odd number of outputs doesn't split in two
+        linear(torch.randn(1, 64), small)  # too small to be worth waking the threads
+    linear(torch.randn(1, 64), big)  # autograd on
+    threads(1)
+    with torch.no_grad():
+        linear(torch.randn(1, 64), big)
+    assert len(calls) == 5
+
+
+def test_linear_module_is_an_nn_linear_with_the_same_state_dict():
+    layer = Linear(8, 6)
+    plain = torch.nn.Linear(8, 6)
+    assert isinstance(layer, torch.nn.Linear)
+    assert layer.state_dict().keys() == plain.state_dict().keys()
+    x = torch.randn(3, 8, requires_grad=True)
+    layer(x).sum().backward()
+    assert x.grad is not None and layer.weight.grad is not None
