@@ -41,8 +41,9 @@ def test_decode_runs_and_matches_hf(bench, capsys):
         [*TINY_MODEL, "--block-size", "32", "--prompt-len", "4", "--new-tokens", "8", "--warmup", "0", "--rounds", "2"]
     )
     assert results["identical"], "gptlab and Hugging Face greedy decoding disagree"
-    assert results["ratio"] > 0
-    assert "same tokens  True" in capsys.readouterr().out
+    assert results["ratio"] > 0 and results["ceiling"] > 0
+    out = capsys.readouterr().out
+    assert "same tokens  True" in out and "ceiling here" in out
 
 
 def test_time_to_quality_runs(bench, tmp_path, corpus_file):
