@@ -301,6 +301,51 @@ def test_early_stopping_on_validation_loss(base, data, tmp_path, monkeypatch):
     assert again.fit().step == 6  # a stopped run stays stopped
 
 
+def trained_weights(model) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+@pytest.mark.parametrize("lora", [None, LoRAConfig(rank=2, alpha=4.0, dropout=0.0)], ids=["full", "lora"])
+def test_a_finished_run_ends_with_the_weights_of_its_best_evaluation(base, data, tmp_path, monkeypatch, lora):
+    settings = {"eval_interval": 2, "early_stopping": 2, "max_steps": 20, "lora": lora}
+    scripted = iter([3.0, 2.0, 2.5, 2.6])  # steps 0, 2, 4, 6: the best is step 2, then two worse ones
+    monkeypatch.setattr(Finetuner, "evaluate", lambda self: next(scripted))
+    result = build_finetuner(ft_config(base, data, tmp_path / "run", **settings)).fit()
+    assert (result.step, result.best_step, result.weights_step, result.val_loss) == (6, 2, 2, 2.0)
+    assert not (tmp_path / "run" / "best.safetensors").exists()  # the final checkpoint holds them now
+
+    monkeypatch.setattr(Finetuner, "evaluate", lambda self: 1.0)
+    reference = {**settings, "early_stopping": None, "restore_best": False}  # the same steps, never stopped
+    at_step_2 = build_finetuner(ft_config(base, data, tmp_path / "two", **reference))
+    at_step_2.fit(steps=2)  # a slice of the same run: the weights it had at step 2
+    expected = trained_weights(at_step_2.model)
+    at_step_2.fit(steps=4)
+    last = trained_weights(at_step_2.model)  # step 6, the run's last weights
+
+    saved = load_finetuned(tmp_path / "run")
+    for name, value in expected.items():
+        assert torch.equal(saved.get_parameter(name), value), name
+    assert any(not torch.equal(expected[n], last[n]) for n in expected)
+
+    scripted = iter([3.0, 2.0, 2.5, 2.6])
+    monkeypatch.setattr(Finetuner, "evaluate", lambda self: next(scripted))
+    kept_last = build_finetuner(ft_config(base, data, tmp_path / "last", restore_best=False, **settings)).fit()
+    assert kept_last.weights_step is None and kept_last.val_loss == 2.6
+    for name, value in last.items():
+        assert torch.equal(load_finetuned(tmp_path / "last").get_parameter(name), value), name
+
+
+def test_a_time_budget_stop_keeps_the_last_weights(base, data, tmp_path, monkeypatch):
+    scripted = iter([3.0, 2.0, 2.5])
+    monkeypatch.setattr(Finetuner, "evaluate", lambda self: next(scripted))
+    tuner = build_finetuner(ft_config(base, data, tmp_path / "run", eval_interval=2, max_steps=20))
+    monkeypatch.setattr(FinetuneConfig, "max_time", property(lambda self: 0.0 if tuner.step >= 4 else None),
+                        raising=False)
+    result = tuner.fit()
+    assert result.step == 4 and result.weights_step is None
+    assert (tmp_path / "run" / "best.safetensors").exists()  # still needed by the rest of the run
+
+
 def test_early_stopping_needs_validation():
     with pytest.raises(ConfigError, match="val_fraction"):
         FinetuneConfig(early_stopping=3, val_fraction=0.0)

@@ -29,6 +29,8 @@ FINETUNE_HELP: dict[str, str] = {
     "grad_clip": "clip the gradient norm of the trained parameters to this (0: off)",
     "eval_interval": "evaluate the validation loss every N steps",
     "early_stopping": "stop after this many evaluations without a new best validation loss",
+    "restore_best": "when the run is over, keep the weights of its lowest validation loss rather than the "
+                    "last step's (a --max-time stop keeps the last, so that --resume continues it)",
     "log_interval": "write the training loss to metrics.jsonl every N steps",
     "checkpoint_interval": "save a checkpoint every N steps",
     "seed": "random seed (split, example order, LoRA init, dropout)",
@@ -110,6 +112,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
            f"best {fmt(result.best_val_loss)} at step {result.best_step})"
     if result.stopped_early:
         line += ", stopped early"
+    if result.weights_step is not None:
+        line += f", weights of step {result.weights_step} kept"
     print(f"{line}; {result.elapsed:.1f}s; run saved in {result.run_dir}", file=sys.stderr)
     if result.adapter is not None:
         print(f"adapter: {result.adapter}", file=sys.stderr)

@@ -13,6 +13,9 @@ ordinary, loadable GPT whose fingerprint is the base's) and names an adapter dir
 removed only once no checkpoint names it. That directory is a standalone adapter:
 ``gptlab.lora.load_adapter`` reads it and ``gptlab lora merge`` folds it into its base.
 
+With ``restore_best`` (the default) each new lowest val loss saves the trained weights to
+``best.safetensors``, and a run that is over ends with them in its final checkpoint.
+
 The loss of a step is the mean over its trained tokens (micro-batches weighted by their token
 counts), so gradient accumulation matches one big batch.
 """
@@ -23,6 +26,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -30,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
 
 from gptlab.checkpoint import (
     LATEST,
@@ -39,7 +45,7 @@ from gptlab.checkpoint import (
     save_checkpoint,
 )
 from gptlab.errors import CheckpointError, ConfigError, DataError, TokenizerError
-from gptlab.fileio import atomic_write_text
+from gptlab.fileio import atomic_write_text, fsync_dir
 from gptlab.finetune_config import FinetuneConfig
 from gptlab.finetune_data import (
     Example,
@@ -76,6 +82,7 @@ log = logging.getLogger(__name__)
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "finetune_config.json"
 ADAPTER_PREFIX = "adapter-"
+BEST_FILE = "best.safetensors"  # the trained weights at the lowest val loss so far (cfg.restore_best)
 
 
 @dataclass
@@ -90,6 +97,7 @@ class FinetuneResult:
     stopped_early: bool
     elapsed: float
     adapter: Path | None  # the latest adapter directory of a LoRA run
+    weights_step: int | None = None  # the step whose weights the run ended with, when not its last (restore_best)
 
 
 @torch.no_grad()
@@ -162,6 +170,7 @@ class Finetuner:
         self.best_step: int | None = None
         self.bad_evals = 0
         self.stopped_early = False
+        self.weights_step: int | None = None
         self.adapter_dir: Path | None = None
         if resume_from is not None:
             self._restore(resume_from)
@@ -180,7 +189,7 @@ class Finetuner:
             self.optimizer.load_state_dict(ckpt.optimizer_state)
         self.step = self.saved_step = int(state.get("step", 0))
         self.batcher.load_state_dict(state["batcher"])
-        for key in ("last_val", "base_val", "best_val", "best_step"):
+        for key in ("last_val", "base_val", "best_val", "best_step", "weights_step"):
             setattr(self, key, state.get(key))
         self.bad_evals = int(state.get("bad_evals", 0))
         self.stopped_early = bool(state.get("stopped_early", False))
@@ -208,6 +217,7 @@ class Finetuner:
             "best_step": self.best_step,
             "bad_evals": self.bad_evals,
             "stopped_early": self.stopped_early,
+            "weights_step": self.weights_step,
             "finetune_config": self.cfg.to_dict(),
             "data": {"source": self.data.source, "sha256": self.data.sha256,
                      "train_examples": len(self.data.train), "val_examples": len(self.data.val)},
@@ -248,6 +258,8 @@ class Finetuner:
             self.base_val = self.last_val
         if self.best_val is None or self.last_val < self.best_val:
             self.best_val, self.best_step, self.bad_evals = self.last_val, self.step, 0
+            if self.cfg.restore_best:
+                self._save_best()
         else:
             self.bad_evals += 1
             patience = self.cfg.early_stopping
@@ -321,12 +333,58 @@ class Finetuner:
         finished = self.step >= self.max_steps or self.stopped_early or self.step < stop_at  # not a slice end
         if finished and self.data.val and self.step % cfg.eval_interval != 0 and self.saved_step != self.step:
             self._eval_and_log(start)  # a slice ends without one: evaluations stay those of an unsliced run
+        if self.step >= self.max_steps or self.stopped_early:  # over (a time budget's stop can be resumed)
+            self._end_with_best()
         self.save()
         _plot_if_possible(self.run_dir)
         return FinetuneResult(
             self.run_dir, self.step, last_loss, self.last_val, self.base_val, self.best_val, self.best_step,
-            self.stopped_early, time.perf_counter() - start, self.adapter_dir,
+            self.stopped_early, time.perf_counter() - start, self.adapter_dir, self.weights_step,
         )
+
+    def _trained_tensors(self) -> dict[str, torch.Tensor]:
+        """The parameters this run trains (every weight, or a LoRA run's adapters), by name."""
+        return {name: p for name, p in self.model.named_parameters() if p.requires_grad}
+
+    def _save_best(self) -> None:
+        """Write the trained weights to ``best.safetensors`` (atomically: temp file, fsync, rename)."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        tensors = {name: p.detach().cpu().contiguous() for name, p in self._trained_tensors().items()}
+        tmp = self.run_dir / f".{BEST_FILE}.tmp-{os.getpid()}"
+        save_file(tensors, str(tmp), metadata={"step": str(self.step), "val_loss": repr(self.best_val)})
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, self.run_dir / BEST_FILE)
+        fsync_dir(self.run_dir)
+
+    def _end_with_best(self) -> None:
+        """At the end of a run: load the best evaluation's weights if they are not the current ones.
+
+        If ``best.safetensors`` cannot be read or holds another step (a resume on a GPU whose
+        replay did not repeat a crashed run's evaluations exactly), the last weights stay, with a
+        warning: the run's final checkpoint is never lost to it.
+        """
+        path = self.run_dir / BEST_FILE
+        if self.cfg.restore_best and self.best_step is not None and self.best_step != self.step \
+                and self.weights_step is None:
+            trained = self._trained_tensors()
+            try:
+                with safe_open(str(path), framework="pt") as f:
+                    step = (f.metadata() or {}).get("step")
+                tensors = load_file(str(path))
+            except (OSError, SafetensorError) as e:
+                step, tensors = None, {}
+                log.warning("%s: cannot read the best weights (%s)", path, e)
+            if step == str(self.best_step) and tensors.keys() == trained.keys():
+                with torch.no_grad():
+                    for name, param in trained.items():
+                        param.copy_(tensors[name])
+                log.info("kept the weights of step %d (val loss %.4f), the lowest; the last step's had %.4f",
+                         self.best_step, self.best_val, self.last_val)
+                self.weights_step, self.last_val, self.saved_step = self.best_step, self.best_val, None
+            else:
+                log.warning("%s does not hold the best step %d: the run ends with its last weights", path, self.best_step)
+        path.unlink(missing_ok=True)  # the final checkpoint holds what it held
 
 
 def _prune_adapters(run_dir: Path) -> None:

@@ -88,6 +88,7 @@ class FinetuneConfig:
     # evaluation and bookkeeping
     eval_interval: int = 50
     early_stopping: int | None = None  # stop after this many evaluations without a lower val loss
+    restore_best: bool = True  # a finished run ends with the weights of its lowest val loss, not the last step's
     log_interval: int = 10
     checkpoint_interval: int = 100
     seed: int = 1337
