@@ -13,12 +13,13 @@ def threads():
     torch.set_num_threads(before)
 
 
-@pytest.mark.parametrize("n_threads", [2, 4])
+@pytest.mark.parametrize("n_threads", [2, 3, 4])
 @pytest.mark.parametrize("with_bias", [True, False])
-def test_one_row_split_across_threads_equals_f_linear(threads, n_threads, with_bias):
+@pytest.mark.parametrize("extra_rows", [0, 1, 3], ids=["even", "odd", "3-more"])
+def test_one_row_split_across_threads_equals_f_linear(threads, n_threads, with_bias, extra_rows):
     threads(n_threads)
     torch.manual_seed(0)
-    weight = torch.randn(SPLIT_MIN_WEIGHTS // 128, 128)
+    weight = torch.randn(SPLIT_MIN_WEIGHTS // 128 + extra_rows, 128)
     bias = torch.randn(weight.size(0)) if with_bias else None
     for shape in [(128,), (1, 128), (1, 1, 128)]:
         x = torch.randn(shape)
@@ -33,19 +34,18 @@ def test_split_path_is_the_one_taken(threads, monkeypatch):
     threads(2)
     calls = []
     monkeypatch.setattr(F, "linear", lambda *a: calls.append(a))
-    big, odd, small = (torch.randn(SPLIT_MIN_WEIGHTS // 64 + n, 64) for n in (0, 1, -2))
+    big, small = (torch.randn(SPLIT_MIN_WEIGHTS // 64 + n, 64) for n in (0, -2))
     with torch.no_grad():
         linear(torch.randn(1, 64), big)
     assert calls == []
     with torch.no_grad():
         linear(torch.randn(2, 64), big)  # two rows: a plain matmul
-        linear(torch.randn(1, 64), odd)  # an odd number of outputs doesn't split in two
         linear(torch.randn(1, 64), small)  # too small to be worth waking the threads
     linear(torch.randn(1, 64), big)  # autograd on
     threads(1)
     with torch.no_grad():
         linear(torch.randn(1, 64), big)
-    assert len(calls) == 5
+    assert len(calls) == 4
 
 
 def test_linear_module_is_an_nn_linear_with_the_same_state_dict():
