@@ -6,6 +6,11 @@ fp32, dropout 0. One training step is what the Trainer does: forward with loss, 
 gradient clipping, AdamW step, zero_grad. After warm-up the two sides run in interleaved rounds;
 the headline is the median over rounds of (gptlab tokens/s) / (HF tokens/s).
 
+A third side, ``gemms``, runs only the weight matmuls of a step: for every linear layer (lm_head
+included) the forward product, the input gradient and the weight gradient, at the step's shapes.
+Both models must do these, so HF's step time ÷ this time is the most any implementation could
+gain over HF here (attention, GELU, LayerNorm, loss and AdamW all free): printed as the ceiling.
+
     python bench/train_throughput.py                 # defaults: 4 layers, width 256, context 256
     python bench/train_throughput.py --compile       # also time torch.compile'd gptlab
 """
@@ -20,6 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from torch import nn
 
 from _common import hf_twin, interleaved_rounds, machine_line, median_ratio, print_table
 from gptlab.config import GPTConfig
@@ -66,6 +72,25 @@ def train_step_fn(
     return step
 
 
+def gemm_floor(model: nn.Module, rows: int) -> Callable[[], None]:
+    """The weight matmuls of one training step of ``model`` on ``rows`` tokens, and nothing else."""
+    operands = []
+    for layer in (m for m in model.modules() if isinstance(m, nn.Linear)):
+        operands.append((
+            torch.randn(rows, layer.in_features),  # the layer's input
+            torch.randn(layer.out_features, layer.in_features),  # its weight
+            torch.randn(rows, layer.out_features),  # the gradient arriving at its output
+        ))
+
+    def step() -> None:
+        for x, w, grad in operands:
+            torch.mm(x, w.t())  # forward
+            torch.mm(grad, w)  # gradient of the input
+            torch.mm(grad.t(), x)  # gradient of the weight
+
+    return step
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     if args.threads is not None:
@@ -101,6 +126,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "hf": train_step_fn(
             hf, lambda x, y: hf(input_ids=x, labels=y, shift_labels=y).loss, opt_hf, batches, train_cfg.grad_clip
         ),
+        "gemms": gemm_floor(ours, args.batch_size * config.block_size),
     }
     compile_s = None
     if args.compile:
@@ -123,6 +149,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "optimizer": f"AdamW ({impl}) lr {train_cfg.learning_rate}, betas ({train_cfg.beta1}, {train_cfg.beta2}), "
                      f"wd {train_cfg.weight_decay}, clip {train_cfg.grad_clip}",
         "reference": "transformers.GPT2LMHeadModel, attn_implementation='sdpa', loss via labels/shift_labels",
+        "gemms": "only the step's weight matmuls (forward, input and weight gradients): the floor",
         "timing": f"{args.warmup} warm-up steps, then {args.rounds} interleaved rounds x {args.steps} steps, median",
         "machine": machine_line(),
         "initial loss": f"gptlab {loss_ours:.5f}  hf {loss_hf:.5f}",
@@ -142,6 +169,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"  {name:<15} {tok_s:9,.0f} tokens/s   {statistics.median(secs) * 1e3:7.1f} ms/step"
               f"   ratio vs hf {ratio:5.2f}x")
     results["ratio"] = results["gptlab"]["ratio_vs_hf"]
+    results["ceiling"] = results["gemms"]["ratio_vs_hf"]
+    print(f"ceiling here (hf step / gemms-only step): {results['ceiling']:.2f}x")
     print(f"gptlab / hf training throughput: {results['ratio']:.2f}x (target >= 1.5x)")
     return results
 

@@ -31,8 +31,9 @@ def test_train_throughput_runs(bench, capsys):
         [*TINY_MODEL, "--block-size", "16", "--batch-size", "2", "--warmup", "1", "--rounds", "2", "--steps", "1"]
     )
     assert results["gptlab"]["tokens_per_s"] > 0 and results["hf"]["tokens_per_s"] > 0
-    assert results["ratio"] > 0
-    assert "gptlab / hf training throughput" in capsys.readouterr().out
+    assert results["ratio"] > 0 and results["ceiling"] > 0
+    out = capsys.readouterr().out
+    assert "gptlab / hf training throughput" in out and "ceiling here" in out
 
 
 def test_decode_runs_and_matches_hf(bench, capsys):
