@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gptlab.linear import SPLIT_MIN_WEIGHTS, Linear, linear
+from gptlab.linear import SPLIT_MAX_ROWS, SPLIT_MIN_WEIGHTS, Linear, linear
 
 
 @pytest.fixture
@@ -16,12 +16,12 @@ def threads():
 @pytest.mark.parametrize("n_threads", [2, 3, 4])
 @pytest.mark.parametrize("with_bias", [True, False])
 @pytest.mark.parametrize("extra_rows", [0, 1, 3], ids=["even", "odd", "3-more"])
-def test_one_row_split_across_threads_equals_f_linear(threads, n_threads, with_bias, extra_rows):
+def test_a_few_rows_split_across_threads_equal_f_linear(threads, n_threads, with_bias, extra_rows):
     threads(n_threads)
     torch.manual_seed(0)
     weight = torch.randn(SPLIT_MIN_WEIGHTS // 128 + extra_rows, 128)
     bias = torch.randn(weight.size(0)) if with_bias else None
-    for shape in [(128,), (1, 128), (1, 1, 128)]:
+    for shape in [(128,), (1, 128), (1, 1, 128), (3, 128), (2, 1, 128), (4, 5, 128), (SPLIT_MAX_ROWS, 128)]:
         x = torch.randn(shape)
         with torch.no_grad():
             y = linear(x, weight, bias)
@@ -30,16 +30,17 @@ def test_one_row_split_across_threads_equals_f_linear(threads, n_threads, with_b
 
 
 def test_split_path_is_the_one_taken(threads, monkeypatch):
-    """One row, no grad, 2 threads, a large weight: bmm does the work (and F.linear is not called)."""
+    """A few rows, no grad, 2 threads, a large weight: bmm does the work (and F.linear is not called)."""
     threads(2)
     calls = []
     monkeypatch.setattr(F, "linear", lambda *a: calls.append(a))
     big, small = (torch.randn(SPLIT_MIN_WEIGHTS // 64 + n, 64) for n in (0, -2))
     with torch.no_grad():
         linear(torch.randn(1, 64), big)
+        linear(torch.randn(SPLIT_MAX_ROWS, 64), big)
     assert calls == []
     with torch.no_grad():
-        linear(torch.randn(2, 64), big)  # two rows: a plain matmul
+        linear(torch.randn(SPLIT_MAX_ROWS + 1, 64), big)  # many rows: a real matmul
         linear(torch.randn(1, 64), small)  # too small to be worth waking the threads
     linear(torch.randn(1, 64), big)  # autograd on
     threads(1)

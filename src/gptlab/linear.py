@@ -1,17 +1,20 @@
-"""A linear layer whose one-row products use every CPU thread (the matmuls of decoding).
+"""A linear layer whose products with a few rows use every CPU thread (the matmuls of decoding).
 
 When a single sequence is decoded, each linear layer multiplies one row by its weight matrix.
 MKL runs such a product on one core, and it is bound by reading the weights from memory
-(a width-256 GPT-2 reads 12 MB of weights per token, GPT-2 124M about 500 MB). ``linear``
-splits the weight's output rows into one chunk per thread and hands the chunks to ``bmm`` as a
-batch, which puts each chunk on its own core: both cores stream weights at once. The few rows
-an uneven split leaves over (GPT-2's 50,257-row LM head) go through ``F.linear``. The weights
-are only viewed, not copied, and each output is still one dot product.
+(a width-256 GPT-2 reads 12 MB of weights per token, GPT-2 124M about 500 MB). With 2 to 64 rows
+(a batch of sequences decoding together, a short prompt) MKL's matmul is slower still: at GPT-2
+124M's shape a step of 2 rows took 2.5 times as long as a step of one. ``linear`` splits the
+weight's output rows into one chunk per thread and hands the chunks to ``bmm`` as a batch, which
+puts each chunk on its own core: both cores stream weights at once. The few rows an uneven split
+leaves over (GPT-2's 50,257-row LM head) go through ``F.linear``. The weights are only viewed,
+not copied, and each output is still one dot product.
 
 Waking the other threads costs about 25 µs, so only weights of at least 2¹⁷ numbers (512 KB in
-fp32) are split. Measured with ``bench/decode.py`` on 2 cores, as gptlab's speed ÷ HF's: GPT-2
-124M's shape 1.05–1.08× → 1.37–1.44×; width 384, 6 layers 1.09–1.16× → 1.51×; the default
-width 256 within the noise (1.5×). Only that case changes: more than one row, autograd, a GPU,
+fp32) are split. Measured on 2 cores: ``bench/decode.py`` (gptlab's speed ÷ HF's) GPT-2 124M's
+shape 1.05–1.08× → 1.37–1.46×, width 384 / 6 layers 1.09–1.16× → 1.51×, the default width 256
+within the noise (1.5×); a batched decode step at GPT-2 124M's shape 1.55×, 1.61×, 1.44×, 1.40×
+faster for 2, 4, 8, 16 rows and 1.15× for 32. Only that case changes: more rows, autograd, a GPU,
 small weights or a single thread all take ``F.linear`` as usual.
 """
 
@@ -21,32 +24,35 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-SPLIT_MIN_WEIGHTS = 1 << 16  # below 512 KB of fp32 weights, waking the threads costs more than it saves
+SPLIT_MAX_ROWS = 64  # up to here MKL's small-M matmul is slower than the split (measured to 64)
+SPLIT_MIN_WEIGHTS = 1 << 17  # below 512 KB of fp32 weights, waking the threads costs more than it saves
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """``F.linear(x, weight, bias)``; one row on a multi-threaded CPU is split across the threads."""
+    """``F.linear(x, weight, bias)``; a few rows on a multi-threaded CPU are split across the threads."""
     out_features, in_features = weight.shape
     chunks = torch.get_num_threads()
+    rows = x.numel() // in_features if in_features else 0
     if (
         chunks < 2
         or weight.numel() < SPLIT_MIN_WEIGHTS
-        or x.numel() != in_features  # more than one row: a real matmul, which MKL already spreads out
+        or not 0 < rows <= SPLIT_MAX_ROWS  # more rows: a real matmul, which MKL already spreads out
         or x.device.type != "cpu"
         or torch.is_grad_enabled()
         or not weight.is_contiguous()
     ):
         return F.linear(x, weight, bias)
-    row = x.reshape(1, in_features)
+    x2 = x.reshape(rows, in_features)
     even = out_features - out_features % chunks  # rows that share out evenly; the rest (< chunks) go plainly
     w = weight[:even].view(chunks, even // chunks, in_features).transpose(1, 2)  # (n, in, even/n)
+    xs = x2.expand(chunks, rows, in_features)  # (n, rows, in), a view
     if bias is None:
-        y = torch.bmm(row.expand(chunks, 1, in_features), w)
+        y = torch.bmm(xs, w)
     else:
-        y = torch.baddbmm(bias[:even].view(chunks, 1, even // chunks), row.expand(chunks, 1, in_features), w)
-    y = y.view(1, even)
+        y = torch.baddbmm(bias[:even].view(chunks, 1, even // chunks), xs, w)  # (n, rows, even/n)
+    y = y.transpose(0, 1).reshape(rows, even)  # a copy only when rows > 1
     if even < out_features:  # e.g. GPT-2's LM head: 50,257 rows
-        rest = F.linear(row, weight[even:], None if bias is None else bias[even:])
+        rest = F.linear(x2, weight[even:], None if bias is None else bias[even:])
         y = torch.cat([y, rest], dim=1)
     return y.view(*x.shape[:-1], out_features)
 
