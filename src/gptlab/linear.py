@@ -24,33 +24,35 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-SPLIT_MAX_ROWS = 64  # up to here MKL's small-M matmul is slower than the split (measured to 64)
+SPLIT_MAX_ROWS = 64  # tokens; up to here MKL's small-M matmul is slower than the split (measured to 64)
 SPLIT_MIN_WEIGHTS = 1 << 17  # below 512 KB of fp32 weights, waking the threads costs more than it saves
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """``F.linear(x, weight, bias)``; a few rows on a multi-threaded CPU are split across the threads."""
+    """``F.linear(x, weight, bias)``; up to ``SPLIT_MAX_ROWS`` tokens on a multi-threaded CPU are
+    computed with the weight split across the threads."""
     out_features, in_features = weight.shape
     chunks = torch.get_num_threads()
-    rows = x.numel() // in_features if in_features else 0
+    tokens = x.numel() // in_features if in_features else 0  # the rows of x
     if (
         chunks < 2
+        or out_features < chunks
         or weight.numel() < SPLIT_MIN_WEIGHTS
-        or not 0 < rows <= SPLIT_MAX_ROWS  # more rows: a real matmul, which MKL already spreads out
+        or not 0 < tokens <= SPLIT_MAX_ROWS  # more: a real matmul, which MKL already spreads out
         or x.device.type != "cpu"
         or torch.is_grad_enabled()
         or not weight.is_contiguous()
     ):
         return F.linear(x, weight, bias)
-    x2 = x.reshape(rows, in_features)
-    even = out_features - out_features % chunks  # rows that share out evenly; the rest (< chunks) go plainly
+    x2 = x.reshape(tokens, in_features)
+    even = out_features - out_features % chunks  # weight rows that share out evenly; the rest (< chunks) go plainly
     w = weight[:even].view(chunks, even // chunks, in_features).transpose(1, 2)  # (n, in, even/n)
-    xs = x2.expand(chunks, rows, in_features)  # (n, rows, in), a view
+    xs = x2.expand(chunks, tokens, in_features)  # (n, tokens, in), a view
     if bias is None:
         y = torch.bmm(xs, w)
     else:
-        y = torch.baddbmm(bias[:even].view(chunks, 1, even // chunks), xs, w)  # (n, rows, even/n)
-    y = y.transpose(0, 1).reshape(rows, even)  # a copy only when rows > 1
+        y = torch.baddbmm(bias[:even].view(chunks, 1, even // chunks), xs, w)  # (n, tokens, even/n)
+    y = y.transpose(0, 1).reshape(tokens, even)  # a copy only for more than one token
     if even < out_features:  # e.g. GPT-2's LM head: 50,257 rows
         rest = F.linear(x2, weight[even:], None if bias is None else bias[even:])
         y = torch.cat([y, rest], dim=1)
