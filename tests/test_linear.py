@@ -57,3 +57,15 @@ def test_linear_module_is_an_nn_linear_with_the_same_state_dict():
     x = torch.randn(3, 8, requires_grad=True)
     layer(x).sum().backward()
     assert x.grad is not None and layer.weight.grad is not None
+
+
+def test_a_compiled_model_has_no_graph_break_from_it():
+    """torch.compile (default on CUDA) must see one graph, in training and in inference."""
+    from gptlab.config import GPTConfig
+    from gptlab.model import GPT
+
+    model = GPT(GPTConfig(vocab_size=64, block_size=16, n_layer=2, n_head=2, n_embd=512))
+    x = torch.randint(0, 64, (1, 16))
+    assert torch._dynamo.explain(model)(x, x).graph_break_count == 0
+    with torch.no_grad():
+        assert torch._dynamo.explain(model)(x[:, :1]).graph_break_count == 0

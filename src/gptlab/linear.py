@@ -28,23 +28,37 @@ SPLIT_MAX_ROWS = 64  # tokens; up to here MKL's small-M matmul is slower than th
 SPLIT_MIN_WEIGHTS = 1 << 17  # below 512 KB of fp32 weights, waking the threads costs more than it saves
 
 
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """``F.linear(x, weight, bias)``; up to ``SPLIT_MAX_ROWS`` tokens on a multi-threaded CPU are
-    computed with the weight split across the threads."""
+def split_count(x: torch.Tensor, weight: torch.Tensor) -> int:
+    """Into how many pieces :func:`linear` splits ``weight`` for the input ``x``; 0: not at all.
+
+    The first checks are the ones ``torch.compile`` can trace (a GPU, autograd, compiling), so
+    a compiled model sees a plain ``F.linear`` with no graph break.
+    """
+    if x.device.type != "cpu" or torch.is_grad_enabled() or torch.compiler.is_compiling():
+        return 0
     out_features, in_features = weight.shape
-    chunks = torch.get_num_threads()
     tokens = x.numel() // in_features if in_features else 0  # the rows of x
+    chunks = torch.get_num_threads()
     if (
         chunks < 2
         or out_features < chunks
         or weight.numel() < SPLIT_MIN_WEIGHTS
         or not 0 < tokens <= SPLIT_MAX_ROWS  # more: a real matmul, which MKL already spreads out
-        or x.device.type != "cpu"
-        or torch.is_grad_enabled()
         or not weight.is_contiguous()
     ):
+        return 0
+    return chunks
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.linear(x, weight, bias)``; up to ``SPLIT_MAX_ROWS`` tokens on a multi-threaded CPU are
+    computed with the weight split across the threads."""
+    chunks = split_count(x, weight)
+    if not chunks:
         return F.linear(x, weight, bias)
-    x2 = x.reshape(tokens, in_features)
+    out_features, in_features = weight.shape
+    x2 = x.reshape(-1, in_features)  # (tokens, in)
+    tokens = x2.size(0)
     even = out_features - out_features % chunks  # weight rows that share out evenly; the rest (< chunks) go plainly
     w = weight[:even].view(chunks, even // chunks, in_features).transpose(1, 2)  # (n, in, even/n)
     xs = x2.expand(chunks, tokens, in_features)  # (n, tokens, in), a view
