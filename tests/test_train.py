@@ -1,5 +1,6 @@
 import json
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -152,3 +153,25 @@ def test_default_run_dir_never_reuses_a_run(tmp_path, monkeypatch):
         (tmp_path / "runs" / name / "LATEST").write_text("ckpt-000001\n")
     assert default_run_dir(cfg) == Path("runs/corpus-3")
     assert default_run_dir(cfg, resume=True) == Path("runs/corpus-2")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not any(shutil.which(c) for c in ("c++", "g++", "clang++")),
+                    reason="torch.compile's CPU backend needs a C++ compiler")
+def test_compiled_training_matches_eager_and_saves_a_plain_checkpoint(corpus_file, tmp_path):
+    """torch.compile is the default on CUDA; on CPU it runs the same code path through inductor."""
+    from gptlab.checkpoint import load_checkpoint
+
+    settings = dict(max_steps=4, eval_interval=4, checkpoint_interval=4, dropout=0.0)
+    eager = build_trainer(tiny_config(corpus_file, tmp_path / "eager", compile=False, **settings))
+    compiled = build_trainer(tiny_config(corpus_file, tmp_path / "compiled", compile=True, **settings))
+    assert compiled.forward_model is not compiled.wrapped  # really compiled
+    eager.fit()
+    compiled.fit()
+    losses = lambda run: [m["loss"] for m in read_jsonl(run / "metrics.jsonl") if "loss" in m]
+    assert len(losses(tmp_path / "compiled")) == 4
+    torch.testing.assert_close(losses(tmp_path / "compiled"), losses(tmp_path / "eager"), rtol=1e-4, atol=1e-4)
+    saved = load_checkpoint(tmp_path / "compiled").model.state_dict()
+    assert saved.keys() == eager.model.state_dict().keys()  # no "_orig_mod." prefixes
+    for name, value in eager.model.state_dict().items():
+        torch.testing.assert_close(saved[name], value, rtol=1e-4, atol=1e-5, msg=name)
