@@ -162,7 +162,7 @@ def test_compiled_training_matches_eager_and_saves_a_plain_checkpoint(corpus_fil
     """torch.compile is the default on CUDA; on CPU it runs the same code path through inductor."""
     from gptlab.checkpoint import load_checkpoint
 
-    settings = dict(max_steps=4, eval_interval=4, checkpoint_interval=4, dropout=0.0)
+    settings = {"max_steps": 4, "eval_interval": 4, "checkpoint_interval": 4, "dropout": 0.0}
     eager = build_trainer(tiny_config(corpus_file, tmp_path / "eager", compile=False, **settings))
     compiled = build_trainer(tiny_config(corpus_file, tmp_path / "compiled", compile=True, **settings))
     assert compiled.forward_model is not compiled.wrapped  # really compiled
