@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gptlab.linear import SPLIT_MAX_ROWS, SPLIT_MIN_WEIGHTS, Linear, linear
+from gptlab.linear import CHUNK_MIN_WEIGHTS, SPLIT_MAX_ROWS, Linear, linear, split_count
 
 
 @pytest.fixture
@@ -19,7 +19,7 @@ def threads():
 def test_a_few_rows_split_across_threads_equal_f_linear(threads, n_threads, with_bias, extra_rows):
     threads(n_threads)
     torch.manual_seed(0)
-    weight = torch.randn(SPLIT_MIN_WEIGHTS // 128 + extra_rows, 128)
+    weight = torch.randn(n_threads * CHUNK_MIN_WEIGHTS // 128 + extra_rows, 128)
     bias = torch.randn(weight.size(0)) if with_bias else None
     for shape in [(128,), (1, 128), (1, 1, 128), (3, 128), (2, 1, 128), (4, 5, 128), (SPLIT_MAX_ROWS, 128)]:
         x = torch.randn(shape)
@@ -34,7 +34,7 @@ def test_split_path_is_the_one_taken(threads, monkeypatch):
     threads(2)
     calls = []
     monkeypatch.setattr(F, "linear", lambda *a: calls.append(a))
-    big, small = (torch.randn(SPLIT_MIN_WEIGHTS // 64 + n, 64) for n in (0, -2))
+    big, small = (torch.randn(2 * CHUNK_MIN_WEIGHTS // 64 + n, 64) for n in (0, -2))
     with torch.no_grad():
         linear(torch.randn(1, 64), big)
         linear(torch.randn(SPLIT_MAX_ROWS, 64), big)
@@ -47,6 +47,15 @@ def test_split_path_is_the_one_taken(threads, monkeypatch):
     with torch.no_grad():
         linear(torch.randn(1, 64), big)
     assert len(calls) == 4
+
+
+def test_each_thread_gets_enough_weights_to_be_worth_waking(threads):
+    threads(8)
+    x = torch.randn(1, 64)
+    with torch.no_grad():
+        assert split_count(x, torch.empty(8 * CHUNK_MIN_WEIGHTS // 64, 64)) == 8
+        assert split_count(x, torch.empty(3 * CHUNK_MIN_WEIGHTS // 64, 64)) == 3
+        assert split_count(x, torch.empty(CHUNK_MIN_WEIGHTS // 64, 64)) == 0  # one chunk: no split
 
 
 def test_linear_module_is_an_nn_linear_with_the_same_state_dict():

@@ -10,8 +10,9 @@ puts each chunk on its own core: both cores stream weights at once. The few rows
 leaves over (GPT-2's 50,257-row LM head) go through ``F.linear``. The weights are only viewed,
 not copied, and each output is still one dot product.
 
-Waking the other threads costs about 25 µs, so only weights of at least 2¹⁷ numbers (512 KB in
-fp32) are split. Measured on 2 cores: ``bench/decode.py`` (gptlab's speed ÷ HF's) GPT-2 124M's
+Waking the other threads costs about 25 µs, so each chunk holds at least 2¹⁶ numbers (256 KB in
+fp32): on 2 threads, weights of 2¹⁷ numbers and up are split; on many, small weights go to fewer
+threads. Measured on 2 cores: ``bench/decode.py`` (gptlab's speed ÷ HF's) GPT-2 124M's
 shape 1.05–1.08× → 1.37–1.46×, width 384 / 6 layers 1.09–1.16× → 1.51×, the default width 256
 within the noise (1.5×); a batched decode step at GPT-2 124M's shape 1.55×, 1.61×, 1.44×, 1.40×
 faster for 2, 4, 8, 16 rows and 1.15× for 32. Only that case changes: more rows, autograd, a GPU,
@@ -25,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 SPLIT_MAX_ROWS = 64  # tokens; up to here MKL's small-M matmul is slower than the split (measured to 64)
-SPLIT_MIN_WEIGHTS = 1 << 17  # below 512 KB of fp32 weights, waking the threads costs more than it saves
+CHUNK_MIN_WEIGHTS = 1 << 16  # each thread gets at least 256 KB of fp32 weights, or waking it costs more than it saves
 
 
 def split_count(x: torch.Tensor, weight: torch.Tensor) -> int:
@@ -38,11 +39,10 @@ def split_count(x: torch.Tensor, weight: torch.Tensor) -> int:
         return 0
     out_features, in_features = weight.shape
     tokens = x.numel() // in_features if in_features else 0  # the rows of x
-    chunks = torch.get_num_threads()
+    chunks = min(torch.get_num_threads(), weight.numel() // CHUNK_MIN_WEIGHTS)
     if (
         chunks < 2
         or out_features < chunks
-        or weight.numel() < SPLIT_MIN_WEIGHTS
         or not 0 < tokens <= SPLIT_MAX_ROWS  # more: a real matmul, which MKL already spreads out
         or not weight.is_contiguous()
     ):
