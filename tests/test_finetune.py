@@ -346,6 +346,49 @@ def test_a_time_budget_stop_keeps_the_last_weights(base, data, tmp_path, monkeyp
     assert (tmp_path / "run" / "best.safetensors").exists()  # still needed by the rest of the run
 
 
+def test_the_last_step_is_evaluated_even_when_a_checkpoint_landed_on_it(base, data, tmp_path, monkeypatch):
+    scripted = iter([3.0, 2.0, 2.5, 1.0])
+    monkeypatch.setattr(Finetuner, "evaluate", lambda self: next(scripted))
+    result = build_finetuner(ft_config(base, data, tmp_path / "run", eval_interval=5, max_steps=12,
+                                       checkpoint_interval=4)).fit()
+    evaluated = [m["step"] for m in read_metrics(tmp_path / "run" / "metrics.jsonl") if "val_loss" in m]
+    assert evaluated == [0, 5, 10, 12]
+    assert (result.best_step, result.weights_step) == (12, None)  # the last step was the best
+
+
+def test_a_crash_in_the_final_save_keeps_the_best_weights_for_the_resume(base, data, tmp_path, monkeypatch):
+    settings = {"eval_interval": 2, "early_stopping": 2, "max_steps": 20, "checkpoint_interval": 4}
+    monkeypatch.setattr(Finetuner, "evaluate", lambda self: {0: 3.0, 2: 2.0, 4: 2.5, 6: 2.6}[self.step])
+    real_save = Finetuner.save
+
+    def crash_on_the_final_save(self):
+        if self.weights_step is not None:
+            raise KeyboardInterrupt("killed while writing the final checkpoint")
+        return real_save(self)
+
+    monkeypatch.setattr(Finetuner, "save", crash_on_the_final_save)
+    with pytest.raises(KeyboardInterrupt):
+        build_finetuner(ft_config(base, data, tmp_path / "run", **settings)).fit()
+    assert (tmp_path / "run" / "best.safetensors").exists()
+    monkeypatch.setattr(Finetuner, "save", real_save)
+    result = build_finetuner(ft_config(base, data, tmp_path / "run", **settings), resume=True).fit()
+    assert (result.step, result.weights_step) == (6, 2)
+    reference = build_finetuner(ft_config(base, data, tmp_path / "ref", **{**settings, "early_stopping": None}))
+    reference.fit(steps=2)
+    saved = load_finetuned(tmp_path / "run")
+    for name, value in trained_weights(reference.model).items():
+        assert torch.equal(saved.get_parameter(name), value), name
+
+
+def test_a_run_that_ended_on_earlier_weights_cannot_be_extended(base, data, tmp_path, monkeypatch):
+    monkeypatch.setattr(Finetuner, "evaluate", lambda self: {0: 3.0, 2: 2.0}.get(self.step, 2.5))
+    settings = {"eval_interval": 2, "max_steps": 6}
+    assert build_finetuner(ft_config(base, data, tmp_path / "run", **settings)).fit().weights_step == 2
+    assert build_finetuner(ft_config(base, data, tmp_path / "run", **settings), resume=True).fit().step == 6
+    with pytest.raises(ConfigError, match="weights of step 2"):
+        build_finetuner(ft_config(base, data, tmp_path / "run", **{**settings, "max_steps": 10}), resume=True)
+
+
 def test_early_stopping_needs_validation():
     with pytest.raises(ConfigError, match="val_fraction"):
         FinetuneConfig(early_stopping=3, val_fraction=0.0)

@@ -24,6 +24,7 @@ def test_a_few_rows_split_across_threads_equal_f_linear(threads, n_threads, with
     for shape in [(128,), (1, 128), (1, 1, 128), (3, 128), (2, 1, 128), (4, 5, 128), (SPLIT_MAX_ROWS, 128)]:
         x = torch.randn(shape)
         with torch.no_grad():
+            assert split_count(x, weight) == n_threads
             y = linear(x, weight, bias)
         assert y.shape == F.linear(x, weight, bias).shape
         torch.testing.assert_close(y, F.linear(x, weight, bias), rtol=1e-5, atol=1e-5)

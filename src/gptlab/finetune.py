@@ -165,6 +165,7 @@ class Finetuner:
         self.step = 0
         self.saved_step: int | None = None
         self.last_val: float | None = None
+        self.last_eval_step: int | None = None
         self.base_val: float | None = None
         self.best_val: float | None = None
         self.best_step: int | None = None
@@ -174,6 +175,12 @@ class Finetuner:
         self.adapter_dir: Path | None = None
         if resume_from is not None:
             self._restore(resume_from)
+            if self.weights_step is not None and self.step < self.max_steps and not self.stopped_early:
+                raise ConfigError(
+                    f"{self.run_dir} ended at step {self.step} with the weights of step {self.weights_step} "
+                    f"(its best validation loss), so it cannot go on to step {self.max_steps}: fine-tune it "
+                    "as a new base instead"
+                )
         use_bf16 = cfg.dtype == "bfloat16" or (cfg.dtype == "auto" and self.device.type == "cuda")
         self.autocast = (
             torch.autocast(device_type=self.device.type, dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
@@ -189,7 +196,7 @@ class Finetuner:
             self.optimizer.load_state_dict(ckpt.optimizer_state)
         self.step = self.saved_step = int(state.get("step", 0))
         self.batcher.load_state_dict(state["batcher"])
-        for key in ("last_val", "base_val", "best_val", "best_step", "weights_step"):
+        for key in ("last_val", "last_eval_step", "base_val", "best_val", "best_step", "weights_step"):
             setattr(self, key, state.get(key))
         self.bad_evals = int(state.get("bad_evals", 0))
         self.stopped_early = bool(state.get("stopped_early", False))
@@ -212,6 +219,7 @@ class Finetuner:
             "max_steps": self.max_steps,
             "batcher": self.batcher.state_dict(),
             "last_val": self.last_val,
+            "last_eval_step": self.last_eval_step,
             "base_val": self.base_val,
             "best_val": self.best_val,
             "best_step": self.best_step,
@@ -252,7 +260,7 @@ class Finetuner:
             f.write(json.dumps(record) + "\n")
 
     def _eval_and_log(self, start: float) -> None:
-        self.last_val = self.evaluate()
+        self.last_val, self.last_eval_step = self.evaluate(), self.step
         self._log({"step": self.step, "val_loss": self.last_val, "elapsed": round(time.perf_counter() - start, 3)})
         if self.step == 0:
             self.base_val = self.last_val
@@ -331,11 +339,14 @@ class Finetuner:
                 if self.step % cfg.checkpoint_interval == 0:
                     self.save()
         finished = self.step >= self.max_steps or self.stopped_early or self.step < stop_at  # not a slice end
-        if finished and self.data.val and self.step % cfg.eval_interval != 0 and self.saved_step != self.step:
+        if finished and self.data.val and self.last_eval_step != self.step:
             self._eval_and_log(start)  # a slice ends without one: evaluations stay those of an unsliced run
-        if self.step >= self.max_steps or self.stopped_early:  # over (a time budget's stop can be resumed)
+        over = self.step >= self.max_steps or self.stopped_early  # (a time budget's stop can be resumed)
+        if over:
             self._end_with_best()
         self.save()
+        if over:  # only now: until the final checkpoint is written, a crash must find the best weights
+            (self.run_dir / BEST_FILE).unlink(missing_ok=True)
         _plot_if_possible(self.run_dir)
         return FinetuneResult(
             self.run_dir, self.step, last_loss, self.last_val, self.base_val, self.best_val, self.best_step,
@@ -351,10 +362,14 @@ class Finetuner:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         tensors = {name: p.detach().cpu().contiguous() for name, p in self._trained_tensors().items()}
         tmp = self.run_dir / f".{BEST_FILE}.tmp-{os.getpid()}"
-        save_file(tensors, str(tmp), metadata={"step": str(self.step), "val_loss": repr(self.best_val)})
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, self.run_dir / BEST_FILE)
+        try:
+            save_file(tensors, str(tmp), metadata={"step": str(self.step), "val_loss": repr(self.best_val)})
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, self.run_dir / BEST_FILE)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         fsync_dir(self.run_dir)
 
     def _end_with_best(self) -> None:
@@ -384,7 +399,6 @@ class Finetuner:
                 self.weights_step, self.last_val, self.saved_step = self.best_step, self.best_val, None
             else:
                 log.warning("%s does not hold the best step %d: the run ends with its last weights", path, self.best_step)
-        path.unlink(missing_ok=True)  # the final checkpoint holds what it held
 
 
 def _prune_adapters(run_dir: Path) -> None:

@@ -38,6 +38,8 @@ def split_count(x: torch.Tensor, weight: torch.Tensor) -> int:
     if x.device.type != "cpu" or torch.is_grad_enabled() or torch.compiler.is_compiling():
         return 0
     out_features, in_features = weight.shape
+    if x.dim() == 0 or x.size(-1) != in_features:
+        return 0  # F.linear says what is wrong
     tokens = x.numel() // in_features if in_features else 0  # the rows of x
     chunks = min(torch.get_num_threads(), weight.numel() // CHUNK_MIN_WEIGHTS)
     if (

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from gptlab.errors import ConfigError, TokenizerError
+from gptlab.linear import Linear
 from gptlab.model import GPT
 from gptlab.tokenizer import Tokenizer
 
@@ -61,7 +62,7 @@ def resize_token_embeddings(
             weight[index] = torch.randn(len(fresh_ids), width, device=old.device).mul_(0.02).to(old.dtype)
     weight.requires_grad_(old.requires_grad)
     model.transformer.wte = embedding
-    model.lm_head = nn.Linear(width, vocab_size, bias=False, device="meta")  # no second copy
+    model.lm_head = Linear(width, vocab_size, bias=False, device="meta")  # no second copy
     model.lm_head.weight = embedding.weight  # keep the tie
     model.config = model.config.replace(vocab_size=vocab_size)
     return model
