@@ -26,7 +26,6 @@ import contextlib
 import json
 import logging
 import math
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from gptlab.checkpoint import (
     LATEST,
@@ -45,7 +44,7 @@ from gptlab.checkpoint import (
     save_checkpoint,
 )
 from gptlab.errors import CheckpointError, ConfigError, DataError, TokenizerError
-from gptlab.fileio import atomic_write_text, fsync_dir
+from gptlab.fileio import atomic_write, atomic_write_text
 from gptlab.finetune_config import FinetuneConfig
 from gptlab.finetune_data import (
     Example,
@@ -358,19 +357,10 @@ class Finetuner:
         return {name: p for name, p in self.model.named_parameters() if p.requires_grad}
 
     def _save_best(self) -> None:
-        """Write the trained weights to ``best.safetensors`` (atomically: temp file, fsync, rename)."""
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        """Write the trained weights to ``best.safetensors``, atomically."""
         tensors = {name: p.detach().cpu().contiguous() for name, p in self._trained_tensors().items()}
-        tmp = self.run_dir / f".{BEST_FILE}.tmp-{os.getpid()}"
-        try:
-            save_file(tensors, str(tmp), metadata={"step": str(self.step), "val_loss": repr(self.best_val)})
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
-            os.replace(tmp, self.run_dir / BEST_FILE)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        fsync_dir(self.run_dir)
+        metadata = {"step": str(self.step), "val_loss": repr(self.best_val)}
+        atomic_write(self.run_dir / BEST_FILE, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
     def _end_with_best(self) -> None:
         """At the end of a run: load the best evaluation's weights if they are not the current ones.
@@ -386,7 +376,7 @@ class Finetuner:
             try:
                 with safe_open(str(path), framework="pt") as f:
                     step = (f.metadata() or {}).get("step")
-                tensors = load_file(str(path))
+                    tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 (a safetensors handle, not a dict)
             except (OSError, SafetensorError) as e:
                 step, tensors = None, {}
                 log.warning("%s: cannot read the best weights (%s)", path, e)
