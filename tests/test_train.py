@@ -23,6 +23,10 @@ def tiny_config(data: Path, out: Path, **overrides) -> TrainConfig:
     return TrainConfig(**settings)
 
 
+def losses(run: Path) -> list[float]:
+    return [m["loss"] for m in read_jsonl(run / "metrics.jsonl") if "loss" in m]
+
+
 def test_lr_schedule_warms_up_then_decays_to_min():
     cfg = TrainConfig(max_steps=100, warmup_steps=10, learning_rate=1.0, min_lr=0.1)
     assert lr_at(0, cfg) == pytest.approx(0.1)
@@ -117,7 +121,6 @@ def test_resume_in_process_is_bit_identical(corpus_file, tmp_path, optimizer):
     resumed = build_trainer(tiny_config(corpus_file, tmp_path / "part", optimizer=optimizer), resume=True)
     assert resumed.step == 10
     resumed.fit()
-    losses = lambda run: [m["loss"] for m in read_jsonl(run / "metrics.jsonl") if "loss" in m]
     assert losses(tmp_path / "part") == losses(tmp_path / "full")
     for a, b in zip(full.model.parameters(), resumed.model.parameters()):
         assert torch.equal(a, b)
@@ -136,7 +139,6 @@ def test_kill_9_then_resume_gives_identical_losses(corpus_file, tmp_path, kill_a
     killed_at = kill_at_first_checkpoint(command(tmp_path / "killed"), tmp_path / "killed", "training")
     assert 0 < killed_at < 60
     subprocess.run(command(tmp_path / "killed", "--resume"), check=True, capture_output=True)
-    losses = lambda run: [m["loss"] for m in read_jsonl(run / "metrics.jsonl") if "loss" in m]
     assert len(losses(tmp_path / "full")) == 60
     assert losses(tmp_path / "killed") == losses(tmp_path / "full")
 
@@ -168,7 +170,6 @@ def test_compiled_training_matches_eager_and_saves_a_plain_checkpoint(corpus_fil
     assert compiled.forward_model is not compiled.wrapped  # really compiled
     eager.fit()
     compiled.fit()
-    losses = lambda run: [m["loss"] for m in read_jsonl(run / "metrics.jsonl") if "loss" in m]
     assert len(losses(tmp_path / "compiled")) == 4
     torch.testing.assert_close(losses(tmp_path / "compiled"), losses(tmp_path / "eager"), rtol=1e-4, atol=1e-4)
     saved = load_checkpoint(tmp_path / "compiled").model.state_dict()
@@ -186,7 +187,6 @@ def test_bf16_autocast_training_keeps_fp32_weights_and_tracks_fp32_losses(corpus
     bf16 = build_trainer(tiny_config(corpus_file, tmp_path / "bf16", dtype="bfloat16", **settings))
     fp32.fit()
     bf16.fit()
-    losses = lambda run: [m["loss"] for m in read_jsonl(run / "metrics.jsonl") if "loss" in m]
     assert len(losses(tmp_path / "bf16")) == 6
     torch.testing.assert_close(losses(tmp_path / "bf16"), losses(tmp_path / "fp32"), rtol=2e-2, atol=0.0)
     assert losses(tmp_path / "bf16") != losses(tmp_path / "fp32")  # autocast really ran in bf16
