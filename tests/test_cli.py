@@ -5,6 +5,7 @@ import sys
 import pytest
 
 from gptlab.cli import main
+from gptlab.compiled_decode import has_cpp_compiler
 
 TINY = ["--preset", "tiny", "--tokenizer", "char", "--block-size", "32", "--batch-size", "4", "--max-steps", "6",
         "--warmup-steps", "2", "--eval-interval", "3", "--eval-iters", "1", "--no-progress"]
@@ -43,6 +44,15 @@ def test_train_then_sample_streams_text(trained_run, capsys):
     again = run_cli(capsys, "sample", str(trained_run), "--prompt", "class ", "--max-new-tokens", "12",
                     "--seed", "1", "--temperature", "0.9")[1]
     assert again == out
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not has_cpp_compiler(), reason="torch.compile's CPU backend needs a C++ compiler")
+def test_sample_compile_prints_what_eager_sampling_prints(trained_run, capsys):
+    flags = ("--prompt", "def ", "--max-new-tokens", "20", "--seed", "3", "--temperature", "0.8")
+    code, compiled, err = run_cli(capsys, "sample", str(trained_run), *flags, "--compile")
+    assert code == 0, err
+    assert compiled == run_cli(capsys, "sample", str(trained_run), *flags)[1]
 
 
 def test_config_file_and_flags(tmp_path, corpus_file, capsys):

@@ -1,6 +1,8 @@
 import pytest
 import torch
 
+from gptlab.compiled_decode import has_cpp_compiler
+from gptlab.config import GPTConfig
 from gptlab.errors import GenerationError
 from gptlab.generate import (
     SamplingParams,
@@ -11,6 +13,9 @@ from gptlab.generate import (
     generate_tokens,
     sample_rows,
 )
+from gptlab.model import GPT
+
+needs_compiler = pytest.mark.skipif(not has_cpp_compiler(), reason="torch.compile's CPU backend needs a C++ compiler")
 
 
 def test_greedy_matches_uncached_argmax(model):
@@ -166,3 +171,33 @@ def test_text_stream_decodes_incrementally_to_the_full_decode():
     pieces = [stream.push(t) for t in ids]
     assert "".join(pieces) + stream.flush() == tokenizer.decode(ids) == text
     assert all("\ufffd" not in p for p in pieces)
+
+
+@pytest.mark.slow
+@needs_compiler
+def test_compiled_decoding_matches_eager_and_follows_weight_changes():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=50, block_size=48, n_layer=2, n_head=2, n_embd=32)).eval()
+    prompt = [3, 1, 4, 1, 5]
+    greedy = SamplingParams(max_new_tokens=30, temperature=0)
+    sampled = SamplingParams(max_new_tokens=30, temperature=0.9, top_k=20, top_p=0.95, seed=7)
+    before = list(generate_tokens(model, prompt, greedy, compile=True))
+    assert before == list(generate_tokens(model, prompt, greedy))
+    assert list(generate_tokens(model, prompt, sampled, compile=True)) == list(generate_tokens(model, prompt, sampled))
+    # the compiled step bakes the weights in: changing them in place must not reuse it
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    after = list(generate_tokens(model, prompt, greedy, compile=True))
+    assert after == list(generate_tokens(model, prompt, greedy))
+    assert after != before
+    # a prompt that leaves one free position: the prefill makes the only token, no compiled step runs
+    assert list(generate_tokens(model, list(range(47)), SamplingParams(max_new_tokens=1, temperature=0),
+                                compile=True)) == list(generate_tokens(model, list(range(47)),
+                                                                       SamplingParams(max_new_tokens=1, temperature=0)))
+
+
+def test_compiled_decoding_without_a_cpp_compiler_is_a_clear_error(model, monkeypatch):
+    monkeypatch.setenv("PATH", "")
+    with pytest.raises(GenerationError, match="C\\+\\+ compiler"):
+        next(generate_tokens(model, [1, 2], SamplingParams(max_new_tokens=3), compile=True))

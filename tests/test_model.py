@@ -152,6 +152,25 @@ def test_batched_decoding_of_rows_with_different_lengths_matches_each_row_alone(
         torch.testing.assert_close(got, alone[0, n:], rtol=1e-5, atol=1e-5)
 
 
+def test_decode_step_matches_the_forward_pass_row_by_row():
+    """decode_step (fixed shapes, masked full-buffer attention) gives forward's logits, rows at any positions."""
+    model = make_model()
+    lengths = [5, 9, 1]
+    seqs = [torch.randint(0, CFG.vocab_size, (n + 4,)) for n in lengths]
+    cache = model.new_cache(batch_size=3)
+    for row, (seq, n) in enumerate(zip(seqs, lengths)):
+        model(seq[:n].view(1, -1), cache=cache.rows(row, row + 1))
+    steps = []
+    with torch.no_grad():
+        for t in range(4):
+            idx = torch.stack([seq[n + t] for seq, n in zip(seqs, lengths)]).view(3, 1)
+            steps.append(model.decode_step(idx, cache.lengths.clone(), cache))  # (3, V)
+            cache.lengths += 1
+    for row, (seq, n) in enumerate(zip(seqs, lengths)):
+        alone, _ = model(seq.view(1, -1))
+        torch.testing.assert_close(torch.stack([s[row] for s in steps]), alone[0, n:], rtol=1e-5, atol=1e-5)
+
+
 def test_cache_rows_can_be_moved_and_reset():
     model = make_model()
     x = torch.randint(0, CFG.vocab_size, (1, 6))

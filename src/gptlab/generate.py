@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from gptlab.compiled_decode import compiled_decode_step
 from gptlab.errors import GenerationError
 from gptlab.model import GPT
 from gptlab.tokenizer import Tokenizer
@@ -166,13 +167,16 @@ def top_logprobs(logits: torch.Tensor, token: torch.Tensor, k: int) -> tuple[tor
 
 @torch.inference_mode()
 def generate_tokens(
-    model: GPT, prompt_ids: Sequence[int], params: SamplingParams
+    model: GPT, prompt_ids: Sequence[int], params: SamplingParams, *, compile: bool = False
 ) -> Iterator[int]:
     """Yield up to ``params.max_new_tokens`` sampled token ids that continue ``prompt_ids``.
 
     The prompt is run once through the model (prefill) into a KV cache; each next token then costs
-    one forward pass of a single position. Raises GenerationError if the prompt is empty or the
-    prompt plus the new tokens do not fit in the context.
+    one forward pass of a single position. With ``compile``, those one-token passes run through
+    ``torch.compile`` (see ``gptlab.compiled_decode``): the first call compiles for tens of
+    seconds, later calls with the same weights reuse it; the tokens are the same up to float
+    rounding. Raises GenerationError if the prompt is empty or the prompt plus the new tokens do
+    not fit in the context.
     """
     if len(prompt_ids) == 0:
         raise GenerationError("the prompt is empty: give at least one token")
@@ -193,12 +197,18 @@ def generate_tokens(
     model.eval()
     device = model.transformer.wte.weight.device
     sampler = SequenceSampler(params, model.config.vocab_size, device)
-    cache = model.new_cache(batch_size=1, max_len=total)
+    step = compiled_decode_step(model) if compile else None
+    # a compiled step is built for one cache shape: give every generation the full context
+    cache = model.new_cache(batch_size=1, max_len=block_size if compile else total)
     try:
         idx = torch.tensor([list(prompt_ids)], dtype=torch.long, device=device)  # (1, T)
-        for _ in range(params.max_new_tokens):
-            logits, _ = model(idx, cache=cache, last_only=True)  # (1, 1, V)
-            next_id = sample_rows(logits[:, -1, :], [sampler])  # (1,)
+        for i in range(params.max_new_tokens):
+            if step is None or i == 0:
+                logits = model(idx, cache=cache, last_only=True)[0][:, -1]  # (1, V)
+            else:
+                logits = step(idx, cache.lengths.to(device), cache)  # (1, V)
+                cache.lengths += 1
+            next_id = sample_rows(logits, [sampler])  # (1,)
             token = int(next_id.item())
             sampler.observe(token)
             yield token
@@ -276,14 +286,17 @@ def generate_text(
     params: SamplingParams,
     stop: Sequence[str] = (),
     stop_at_eot: bool = True,
+    *,
+    compile: bool = False,
 ) -> Iterator[str]:
     """Yield the generated continuation of ``prompt`` as text pieces, as soon as they are safe to show.
 
     Generation ends at the first stop sequence (which is not yielded), at the end-of-text token
-    when ``stop_at_eot``, or after ``max_new_tokens``. See TextStream for what is held back.
+    when ``stop_at_eot``, or after ``max_new_tokens``. See TextStream for what is held back;
+    ``compile`` is ``generate_tokens``'s.
     """
     stream = TextStream(tokenizer, stop)
-    for token in generate_tokens(model, tokenizer.encode(prompt), params):
+    for token in generate_tokens(model, tokenizer.encode(prompt), params, compile=compile):
         if stop_at_eot and token == tokenizer.eot_id:
             break
         piece = stream.push(token)

@@ -267,12 +267,9 @@ class GPT(nn.Module):
             if T == 1 and first != last:
                 visible = (torch.arange(last + 1, device=idx.device) <= pos).view(B, 1, 1, last + 1)
             step = CacheStep(cache, first, last, pos, visible)
-        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
-        for layer, block in enumerate(self.transformer.h):
-            x = block(x, step, layer)
+        x = self._hidden(idx, pos, step)  # (B, T, C)
         if cache is not None:
             cache.lengths += T
-        x = self.transformer.ln_f(x)
         if targets is not None:
             logits = self._logits(x)  # (B, T, V)
             loss = F.cross_entropy(
@@ -282,6 +279,29 @@ class GPT(nn.Module):
         if last_only:
             x = x[:, -1:, :]
         return self._logits(x), None
+
+    def decode_step(self, idx: torch.Tensor, positions: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """Logits (B, V) of one new token per row, ``idx`` (B, 1), at ``positions`` (B,) of ``cache``.
+
+        Unlike ``forward``, every shape here is fixed by the cache: each layer attends over the
+        whole key buffer with a mask (``positions`` rows see keys 0 .. their position) rather than
+        a slice of the cached length, and nothing reads a tensor's value in Python. So
+        ``torch.compile`` builds this once for a whole generation (``gptlab.generate`` does).
+        The cache's ``lengths`` are the caller's to advance.
+        """
+        B = idx.size(0)
+        pos = positions.view(B, 1)
+        visible = (torch.arange(cache.max_len, device=idx.device) <= pos).view(B, 1, 1, cache.max_len)
+        # first < last sends every layer down the per-row path of _decode_one, over all max_len keys
+        step = CacheStep(cache, 0, cache.max_len - 1, pos, visible)
+        return self._logits(self._hidden(idx, pos, step))[:, -1]
+
+    def _hidden(self, idx: torch.Tensor, pos: torch.Tensor, step: CacheStep | None) -> torch.Tensor:
+        """Embeddings, the blocks and the final LayerNorm: (B, T) token ids → (B, T, C)."""
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        for layer, block in enumerate(self.transformer.h):
+            x = block(x, step, layer)
+        return self.transformer.ln_f(x)
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.lm_head(x)
