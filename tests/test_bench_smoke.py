@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from gptlab.compiled_decode import has_cpp_compiler
+
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
-pytestmark = pytest.mark.slow  # 5-10 s each, mostly importing transformers and a few timed rounds
+pytestmark = pytest.mark.slow  # 5-10 s each (decode: ~30 s, it compiles), mostly importing transformers and timed rounds
 
 
 @pytest.fixture
@@ -43,6 +45,8 @@ def test_decode_runs_and_matches_hf(bench, capsys):
     )
     assert results["identical"], "gptlab and Hugging Face greedy decoding disagree"
     assert results["ratio"] > 0 and results["ceiling"] > 0
+    if has_cpp_compiler():  # the compiled sides (gptlab's and HF's) ran and agreed too
+        assert results["ratio_compiled"] > 0 and results["ratio_compiled_vs_hf_compiled"] > 0
     out = capsys.readouterr().out
     assert "same tokens  True" in out and "ceiling here" in out
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import shutil
 import types
+import warnings
 import weakref
 from collections.abc import Callable
 
@@ -40,6 +41,8 @@ CPU_OPTIONS = {
     "max_autotune": True,
     "max_autotune_gemm_backends": "CPP,ATEN",
     "cpp_wrapper": True,
+    "autotune_num_choices_displayed": 0,  # the autotuner writes its timing tables to stderr otherwise
+    "max_autotune_report_choices_stats": False,
 }
 
 _compiled: weakref.WeakKeyDictionary[GPT, tuple[tuple[tuple[int, int], ...], DecodeStep]] = (
@@ -73,7 +76,9 @@ def compiled_decode_step(model: GPT) -> DecodeStep:
     def step(idx: torch.Tensor, positions: torch.Tensor, cache: KVCache) -> torch.Tensor:
         # inductor reads freezing outside torch.compile(options=...): patch its config around each
         # call instead, so that the first call's compilation (and any later one) sees it
-        with patch:
+        with patch, warnings.catch_warnings():
+            # inductor's autotuner calls a deprecated storage API: not the user's business
+            warnings.filterwarnings("ignore", message="TypedStorage is deprecated")
             return compiled(idx, positions, cache)
 
     _compiled[model] = (key, step)
