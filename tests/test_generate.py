@@ -1,7 +1,10 @@
+import gc
+import weakref
+
 import pytest
 import torch
 
-from gptlab.compiled_decode import has_cpp_compiler
+from gptlab.compiled_decode import compiled_decode_step, forget, has_cpp_compiler
 from gptlab.config import GPTConfig
 from gptlab.errors import GenerationError
 from gptlab.generate import (
@@ -178,7 +181,7 @@ def test_text_stream_decodes_incrementally_to_the_full_decode():
 def test_compiled_decoding_matches_eager_and_follows_weight_changes():
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=50, block_size=48, n_layer=2, n_head=2, n_embd=32)).eval()
-    prompt = [3, 1, 4, 1, 5]
+    prompt = list(range(18))  # 18 + 30 tokens: the last one lands in the cache's last slot
     greedy = SamplingParams(max_new_tokens=30, temperature=0)
     sampled = SamplingParams(max_new_tokens=30, temperature=0.9, top_k=20, top_p=0.95, seed=7)
     before = list(generate_tokens(model, prompt, greedy, compile=True))
@@ -191,13 +194,38 @@ def test_compiled_decoding_matches_eager_and_follows_weight_changes():
     after = list(generate_tokens(model, prompt, greedy, compile=True))
     assert after == list(generate_tokens(model, prompt, greedy))
     assert after != before
-    # a prompt that leaves one free position: the prefill makes the only token, no compiled step runs
-    assert list(generate_tokens(model, list(range(47)), SamplingParams(max_new_tokens=1, temperature=0),
-                                compile=True)) == list(generate_tokens(model, list(range(47)),
-                                                                       SamplingParams(max_new_tokens=1, temperature=0)))
+    # what was compiled for a model does not keep it alive
+    gone = weakref.ref(model)
+    del model
+    gc.collect()
+    assert gone() is None
+
+
+@needs_compiler
+def test_compiled_steps_are_kept_per_weights():
+    """Building the compiled step is lazy (compiling waits for its first call), so this runs without compiling."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=50, block_size=16, n_layer=1, n_head=2, n_embd=16)).eval()
+    first = compiled_decode_step(model)
+    assert compiled_decode_step(model).func is first.func  # same weights: the same compiled step
+    with torch.no_grad():
+        model.transformer.h[0].mlp.c_fc.weight.mul_(2)
+    assert compiled_decode_step(model).func is not first.func
+    forget(model)
+    with torch.inference_mode():  # weights without version counters still get a step
+        frozen = GPT(GPTConfig(vocab_size=50, block_size=16, n_layer=1, n_head=2, n_embd=16)).eval()
+        assert compiled_decode_step(frozen).func is compiled_decode_step(frozen).func
 
 
 def test_compiled_decoding_without_a_cpp_compiler_is_a_clear_error(model, monkeypatch):
     monkeypatch.setenv("PATH", "")
-    with pytest.raises(GenerationError, match="C\\+\\+ compiler"):
-        next(generate_tokens(model, [1, 2], SamplingParams(max_new_tokens=3), compile=True))
+    monkeypatch.delenv("CXX", raising=False)
+    model.train()
+    try:
+        with pytest.raises(GenerationError, match="C\\+\\+ compiler"):
+            next(generate_tokens(model, [1, 2], SamplingParams(max_new_tokens=3), compile=True))
+        assert model.training  # the failed call left the model as it was
+        # one new token comes from the prefill alone: nothing to compile, no compiler needed
+        assert len(list(generate_tokens(model, [1, 2], SamplingParams(max_new_tokens=1), compile=True))) == 1
+    finally:
+        model.eval()

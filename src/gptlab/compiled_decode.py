@@ -9,8 +9,10 @@ On CPU the step is compiled the way inductor runs inference fastest:
 
 * ``freezing``: the weights become constants of the compiled graph, so inductor packs them once
   into the layout its GEMM kernels read fastest. The compiled step is a snapshot of the weights:
-  ``compiled_decode_step`` checks every parameter's storage and in-place version counter on
-  each call and compiles again when any changed (e.g. after more training).
+  ``compiled_decode_step`` checks every parameter's storage and in-place version counter and
+  compiles again when any changed (more training, ``load_state_dict``, ``.to()``). Writes the
+  counters do not see are not detected: through ``.data``, or in place on weights made under
+  ``torch.inference_mode()``; call ``forget(model)`` after those.
 * ``max_autotune`` with the ``CPP`` GEMM template: inductor times its own C++ GEMM kernels against
   ATen's for each weight shape and keeps the fastest (its one-row kernels use every core).
 * ``cpp_wrapper``: the compiled graph is called from C++, not from generated Python.
@@ -23,6 +25,8 @@ defaults (not measured here: no GPU was available while this was written).
 
 from __future__ import annotations
 
+import functools
+import os
 import shutil
 import types
 import warnings
@@ -45,62 +49,83 @@ CPU_OPTIONS = {
     "max_autotune_report_choices_stats": False,
 }
 
-_compiled: weakref.WeakKeyDictionary[GPT, tuple[tuple[tuple[int, int], ...], DecodeStep]] = (
-    weakref.WeakKeyDictionary()
-)
+UnboundStep = Callable[[GPT, torch.Tensor, torch.Tensor, KVCache], torch.Tensor]
+WeightsKey = tuple[tuple[int, int], ...]
+
+# model -> (its weights' key, the step compiled for them); the step does not hold the model, so
+# the entry goes when the model does
+_compiled: weakref.WeakKeyDictionary[GPT, tuple[WeightsKey, UnboundStep]] = weakref.WeakKeyDictionary()
 
 
 def has_cpp_compiler() -> bool:
-    """Whether a C++ compiler is on PATH (inductor's CPU backend builds its kernels with one)."""
-    return any(shutil.which(c) for c in ("c++", "g++", "clang++"))
+    """Whether the C++ compiler inductor's CPU backend would use is installed (``$CXX``, else its default)."""
+    candidates = (os.environ.get("CXX"), *torch._inductor.config.cpp.cxx)
+    return any(c and shutil.which(c) for c in candidates)
 
 
 def compiled_decode_step(model: GPT) -> DecodeStep:
     """``model.decode_step`` compiled for the model's current weights (reused while they stay the same).
 
-    Raises GenerationError when the model is on the CPU and no C++ compiler is installed.
+    Compilation happens at the first call of the returned step. Raises GenerationError when the
+    model is on the CPU and no C++ compiler is installed.
     """
     device = model.transformer.wte.weight.device
     if device.type == "cpu" and not has_cpp_compiler():
         raise GenerationError(
             "compiled decoding on CPU needs a C++ compiler (torch.compile builds its kernels with one): "
-            "install g++ or clang++, or decode without compiling"
+            "install g++ (or set CXX), or decode without compiling"
         )
     key = _weights_key(model)
     held = _compiled.get(model)
-    if held is not None and held[0] == key:
-        return held[1]
-    compiled = torch.compile(_fresh_decode_step(model), fullgraph=True, dynamic=False)
-    patch = torch._inductor.config.patch(CPU_OPTIONS if device.type == "cpu" else {})
-
-    def step(idx: torch.Tensor, positions: torch.Tensor, cache: KVCache) -> torch.Tensor:
-        # inductor reads freezing outside torch.compile(options=...): patch its config around each
-        # call instead, so that the first call's compilation (and any later one) sees it
-        with patch, warnings.catch_warnings():
-            # inductor's autotuner calls a deprecated storage API: not the user's business
-            warnings.filterwarnings("ignore", message="TypedStorage is deprecated")
-            return compiled(idx, positions, cache)
-
-    _compiled[model] = (key, step)
-    return step
+    if held is None or held[0] != key:
+        held = (key, _compile(device))
+        _compiled[model] = held
+    return functools.partial(held[1], model)
 
 
-def _fresh_decode_step(model: GPT) -> DecodeStep:
-    """``model.decode_step`` with a code object of its own.
+def forget(model: GPT) -> None:
+    """Drop the step compiled for ``model``: the next compiled generation compiles again."""
+    _compiled.pop(model, None)
+
+
+def _compile(device: torch.device) -> UnboundStep:
+    """A compiled copy of ``GPT.decode_step`` (the model is its first argument), with a code object of its own.
 
     Dynamo keeps compiled code per code object, guarded by shapes and identities but not by tensor
-    values; frozen weights are values baked into that code. Had every compilation used
-    ``GPT.decode_step``'s own code object, a model whose weights changed in place would have
-    reused the code compiled for its old weights. A copied code object starts with no compiled code,
-    and what was compiled for it goes away with it.
+    values, and frozen weights are values baked into that code. Had every compilation used
+    ``GPT.decode_step``'s own code object, a model whose weights changed in place would have run
+    the code compiled for its old weights. A copied code object starts with no compiled code, and
+    what was compiled for it goes away with it.
     """
     method = GPT.decode_step
     fresh = types.FunctionType(
         method.__code__.replace(), method.__globals__, method.__name__, method.__defaults__, method.__closure__
     )
-    return types.MethodType(fresh, model)
+    compiled = torch.compile(fresh, fullgraph=True, dynamic=False)
+    # inductor does not apply freezing from torch.compile(options=...): patch its config around each
+    # call instead, so that the first call's compilation (and any later one) sees it
+    options = CPU_OPTIONS if device.type == "cpu" else {}
+    # (older torch lacks some of these settings: keep the ones it knows)
+    patch = torch._inductor.config.patch({k: v for k, v in options.items() if hasattr(torch._inductor.config, k)})
+    calls = 0
+
+    def step(model: GPT, idx: torch.Tensor, positions: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        nonlocal calls
+        calls += 1
+        with patch:
+            if calls > 1:
+                return compiled(model, idx, positions, cache)
+            with warnings.catch_warnings():
+                # this call compiles, and inductor's autotuner calls a deprecated storage API
+                warnings.filterwarnings("ignore", message="TypedStorage is deprecated")
+                return compiled(model, idx, positions, cache)
+
+    return step
 
 
-def _weights_key(model: GPT) -> tuple[tuple[int, int], ...]:
-    """Where each parameter lives and how often it was changed in place: equal keys, equal weights."""
-    return tuple((p.data_ptr(), p._version) for p in model.parameters())
+def _weights_key(model: GPT) -> WeightsKey:
+    """Where each parameter lives and how often it was changed in place: equal keys, equal weights.
+
+    Tensors made under ``torch.inference_mode()`` keep no version counter (-1 here).
+    """
+    return tuple((p.data_ptr(), -1 if p.is_inference() else p._version) for p in model.parameters())

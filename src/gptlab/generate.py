@@ -193,13 +193,14 @@ def generate_tokens(
         )
     if params.max_new_tokens == 0:
         return
+    # the prefill makes the first token: a compiled step is for the ones after it
+    step = compiled_decode_step(model) if compile and params.max_new_tokens > 1 else None
     was_training = model.training
     model.eval()
     device = model.transformer.wte.weight.device
     sampler = SequenceSampler(params, model.config.vocab_size, device)
-    step = compiled_decode_step(model) if compile else None
     # a compiled step is built for one cache shape: give every generation the full context
-    cache = model.new_cache(batch_size=1, max_len=block_size if compile else total)
+    cache = model.new_cache(batch_size=1, max_len=total if step is None else block_size)
     try:
         idx = torch.tensor([list(prompt_ids)], dtype=torch.long, device=device)  # (1, T)
         for i in range(params.max_new_tokens):

@@ -286,8 +286,10 @@ class GPT(nn.Module):
         Unlike ``forward``, every shape here is fixed by the cache: each layer attends over the
         whole key buffer with a mask (``positions`` rows see keys 0 .. their position) rather than
         a slice of the cached length, and nothing reads a tensor's value in Python. So
-        ``torch.compile`` builds this once for a whole generation (``gptlab.generate`` does).
-        The cache's ``lengths`` are the caller's to advance.
+        ``torch.compile`` builds this once for a whole generation (``gptlab.generate`` does),
+        at the price of attending over all ``max_len`` keys at every position. ``positions`` must
+        be on ``idx``'s device and below ``cache.max_len``; the cache's ``lengths`` are the
+        caller's to advance.
         """
         B = idx.size(0)
         pos = positions.view(B, 1)
