@@ -132,8 +132,10 @@ def test_logits_match_huggingface_gpt2():
     torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-4)
 
 
-def test_batched_decoding_of_rows_with_different_lengths_matches_each_row_alone():
-    """The server's case: rows hold different numbers of tokens, one new token per row."""
+@pytest.mark.parametrize("step", ["forward", "decode_step"])
+def test_batched_decoding_of_rows_with_different_lengths_matches_each_row_alone(step):
+    """The server's case: rows hold different numbers of tokens, one new token per row. decode_step
+    (fixed shapes: masked attention over the whole cache buffer) must give forward's logits."""
     model = make_model()
     lengths = [5, 9, 1]
     seqs = [torch.randint(0, CFG.vocab_size, (n + 3,)) for n in lengths]
@@ -143,32 +145,16 @@ def test_batched_decoding_of_rows_with_different_lengths_matches_each_row_alone(
     assert cache.lengths.tolist() == lengths
     steps = []
     for t in range(3):
-        step = torch.stack([seq[n + t] for seq, n in zip(seqs, lengths)]).view(3, 1)
-        logits, _ = model(step, cache=cache)  # (3, 1, V)
-        steps.append(logits[:, 0])
+        idx = torch.stack([seq[n + t] for seq, n in zip(seqs, lengths)]).view(3, 1)
+        if step == "forward":
+            steps.append(model(idx, cache=cache)[0][:, 0])  # (3, V)
+        else:
+            steps.append(model.decode_step(idx, cache.lengths.clone(), cache))  # (3, V)
+            cache.lengths += 1
     for row, (seq, n) in enumerate(zip(seqs, lengths)):
         alone, _ = model(seq.view(1, -1))  # (1, n + 3, V)
         got = torch.stack([s[row] for s in steps])
         torch.testing.assert_close(got, alone[0, n:], rtol=1e-5, atol=1e-5)
-
-
-def test_decode_step_matches_the_forward_pass_row_by_row():
-    """decode_step (fixed shapes, masked full-buffer attention) gives forward's logits, rows at any positions."""
-    model = make_model()
-    lengths = [5, 9, 1]
-    seqs = [torch.randint(0, CFG.vocab_size, (n + 4,)) for n in lengths]
-    cache = model.new_cache(batch_size=3)
-    for row, (seq, n) in enumerate(zip(seqs, lengths)):
-        model(seq[:n].view(1, -1), cache=cache.rows(row, row + 1))
-    steps = []
-    with torch.no_grad():
-        for t in range(4):
-            idx = torch.stack([seq[n + t] for seq, n in zip(seqs, lengths)]).view(3, 1)
-            steps.append(model.decode_step(idx, cache.lengths.clone(), cache))  # (3, V)
-            cache.lengths += 1
-    for row, (seq, n) in enumerate(zip(seqs, lengths)):
-        alone, _ = model(seq.view(1, -1))
-        torch.testing.assert_close(torch.stack([s[row] for s in steps]), alone[0, n:], rtol=1e-5, atol=1e-5)
 
 
 def test_cache_rows_can_be_moved_and_reset():
