@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from _common import machine_line, print_table
 
+from gptlab.curves import read_metrics
 from gptlab.data import PreparedData, prepare
 from gptlab.model import GPT
 from gptlab.train import TrainConfig, Trainer, resolve_device
@@ -124,7 +125,7 @@ class TimeToQualityTrainer(Trainer):
 
 def _train_losses(run_dir: Path) -> dict[int, float]:
     path = run_dir / "metrics.jsonl"
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    records = read_metrics(path) if path.exists() else []
     return {r["step"]: r["loss"] for r in records if "loss" in r}
 
 

@@ -160,7 +160,8 @@ class Finetuner:
         self.schedule = cfg.schedule(self.max_steps)
         self.model = model.to(self.device)
         self.optimizer = make_optimizer(self.model, self.schedule, self.device)
-        self.trainable = [p for p in self.model.parameters() if p.requires_grad]
+        # the parameters this run trains (every weight, or a LoRA run's adapters), by name
+        self.trained = {name: p for name, p in self.model.named_parameters() if p.requires_grad}
         self.step = 0
         self.saved_step: int | None = None
         self.last_val: float | None = None
@@ -319,7 +320,7 @@ class Finetuner:
                     (loss * (n / step_tokens)).backward()
                     loss_sum += loss.detach() * (n / step_tokens)
                 if cfg.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(self.trainable, cfg.grad_clip)
+                    torch.nn.utils.clip_grad_norm_(list(self.trained.values()), cfg.grad_clip)
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
                 self.step += 1
@@ -352,13 +353,9 @@ class Finetuner:
             self.stopped_early, time.perf_counter() - start, self.adapter_dir, self.weights_step,
         )
 
-    def _trained_tensors(self) -> dict[str, torch.Tensor]:
-        """The parameters this run trains (every weight, or a LoRA run's adapters), by name."""
-        return {name: p for name, p in self.model.named_parameters() if p.requires_grad}
-
     def _save_best(self) -> None:
         """Write the trained weights to ``best.safetensors``, atomically."""
-        tensors = {name: p.detach().cpu().contiguous() for name, p in self._trained_tensors().items()}
+        tensors = {name: p.detach().cpu().contiguous() for name, p in self.trained.items()}
         metadata = {"step": str(self.step), "val_loss": repr(self.best_val)}
         atomic_write(self.run_dir / BEST_FILE, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
@@ -372,7 +369,7 @@ class Finetuner:
         path = self.run_dir / BEST_FILE
         if self.cfg.restore_best and self.best_step is not None and self.best_step != self.step \
                 and self.weights_step is None:
-            trained = self._trained_tensors()
+            trained = self.trained
             try:
                 with safe_open(str(path), framework="pt") as f:
                     step = (f.metadata() or {}).get("step")
