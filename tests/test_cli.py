@@ -52,6 +52,7 @@ def test_sample_compile_prints_what_eager_sampling_prints(trained_run, capsys):
     flags = ("--prompt", "def ", "--max-new-tokens", "20", "--seed", "3", "--temperature", "0.8")
     code, compiled, err = run_cli(capsys, "sample", str(trained_run), *flags, "--compile")
     assert code == 0, err
+    assert "compiling the decode step" in err  # says why the first token takes a while
     assert compiled == run_cli(capsys, "sample", str(trained_run), *flags)[1]
 
 

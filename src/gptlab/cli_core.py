@@ -152,6 +152,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
             max_tokens=model.config.block_size - args.max_new_tokens,
         )
         stop += FewShotFormat.for_tokenizer(tokenizer).stop
+    if args.compile and args.max_new_tokens > 1:
+        print("compiling the decode step (tens of seconds the first time)...", file=sys.stderr, flush=True)
     out = sys.stdout
     out.write(prompt)
     for piece in generate_text(model, tokenizer, prompt, params, stop=stop, compile=args.compile):
