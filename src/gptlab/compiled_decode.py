@@ -17,9 +17,9 @@ On CPU the step is compiled the way inductor runs inference fastest:
   ATen's for each weight shape and keeps the fastest (its one-row kernels use every core).
 * ``cpp_wrapper``: the compiled graph is called from C++, not from generated Python.
 
-Compiling takes tens of seconds the first time (the autotuning), less when inductor's on-disk
-cache already holds the kernels, so it pays off for long generations and for servers, not for a
-single short sample. It needs a C++ compiler on CPU. On CUDA the step is compiled with inductor's
+Compiling takes tens of seconds the first time (autotuning, and building C++), less when
+inductor's on-disk cache already holds the kernels, so it pays off for long generations, not for
+a single short sample. It needs a C++ compiler on CPU. On CUDA the step is compiled with inductor's
 defaults (not measured here: no GPU was available while this was written).
 """
 
