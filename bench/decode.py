@@ -58,7 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-compile", action="store_true", help="leave out the compiled gptlab side")
+    p.add_argument("--no-compile", action="store_true", help="leave out both compiled sides (gptlab's and HF's)")
     return p.parse_args(argv)
 
 

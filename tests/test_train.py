@@ -1,6 +1,5 @@
 import json
 import math
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -8,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from gptlab.compiled_decode import has_cpp_compiler
 from gptlab.curves import read_metrics as read_jsonl
 from gptlab.errors import CheckpointError, ConfigError, DataError
 from gptlab.train import TrainConfig, build_trainer, lr_at
@@ -158,8 +158,7 @@ def test_default_run_dir_never_reuses_a_run(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not any(shutil.which(c) for c in ("c++", "g++", "clang++")),
-                    reason="torch.compile's CPU backend needs a C++ compiler")
+@pytest.mark.skipif(not has_cpp_compiler(), reason="torch.compile's CPU backend needs a C++ compiler")
 def test_compiled_training_matches_eager_and_saves_a_plain_checkpoint(corpus_file, tmp_path):
     """torch.compile is the default on CUDA; on CPU it runs the same code path through inductor."""
     from gptlab.checkpoint import load_checkpoint

@@ -369,7 +369,6 @@ class Finetuner:
         path = self.run_dir / BEST_FILE
         if self.cfg.restore_best and self.best_step is not None and self.best_step != self.step \
                 and self.weights_step is None:
-            trained = self.trained
             try:
                 with safe_open(str(path), framework="pt") as f:
                     step = (f.metadata() or {}).get("step")
@@ -377,9 +376,9 @@ class Finetuner:
             except (OSError, SafetensorError) as e:
                 step, tensors = None, {}
                 log.warning("%s: cannot read the best weights (%s)", path, e)
-            if step == str(self.best_step) and tensors.keys() == trained.keys():
+            if step == str(self.best_step) and tensors.keys() == self.trained.keys():
                 with torch.no_grad():
-                    for name, param in trained.items():
+                    for name, param in self.trained.items():
                         param.copy_(tensors[name])
                 log.info("kept the weights of step %d (val loss %.4f), the lowest; the last step's had %.4f",
                          self.best_step, self.best_val, self.last_val)

@@ -101,6 +101,12 @@ class CacheStep(NamedTuple):
     visible: torch.Tensor | None = None  # (B, 1, 1, last + 1): row b sees keys 0 .. lengths[b] (ragged decode only)
 
 
+def _visible_keys(positions: torch.Tensor, n_keys: int) -> torch.Tensor:
+    """(B, 1, 1, n_keys) attention mask: the row whose new token is at ``positions[b]`` (B, 1)
+    sees keys 0 .. positions[b]."""
+    return (torch.arange(n_keys, device=positions.device) <= positions).view(-1, 1, 1, n_keys)
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
@@ -263,9 +269,7 @@ class GPT(nn.Module):
                 pos = torch.arange(first, first + T, device=idx.device)  # (T,)
             else:
                 raise GenerationError(f"cache rows have different lengths {lengths}")
-            visible = None
-            if T == 1 and first != last:
-                visible = (torch.arange(last + 1, device=idx.device) <= pos).view(B, 1, 1, last + 1)
+            visible = _visible_keys(pos, last + 1) if T == 1 and first != last else None
             step = CacheStep(cache, first, last, pos, visible)
         x = self._hidden(idx, pos, step)  # (B, T, C)
         if cache is not None:
@@ -293,9 +297,8 @@ class GPT(nn.Module):
         """
         B = idx.size(0)
         pos = positions.view(B, 1)
-        visible = (torch.arange(cache.max_len, device=idx.device) <= pos).view(B, 1, 1, cache.max_len)
         # first < last sends every layer down the per-row path of _decode_one, over all max_len keys
-        step = CacheStep(cache, 0, cache.max_len - 1, pos, visible)
+        step = CacheStep(cache, 0, cache.max_len - 1, pos, _visible_keys(pos, cache.max_len))
         return self._logits(self._hidden(idx, pos, step))[:, -1]
 
     def _hidden(self, idx: torch.Tensor, pos: torch.Tensor, step: CacheStep | None) -> torch.Tensor:
