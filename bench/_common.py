@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from gptlab.model import GPT
+from gptlab.model.gpt import GPT
 
 # Hugging Face's GPT-2 keeps these weights in Conv1D layers, stored (in, out): the transpose of nn.Linear.
 HF_TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")

@@ -9,7 +9,7 @@ and the headline is the median over rounds of (gptlab tokens/s) / (HF tokens/s).
 
 A second gptlab side, ``compiled``, is the same call with ``compile=True``: the one-token steps run
 through ``torch.compile`` (inductor with frozen weights and its own C++ GEMM kernels; see
-``gptlab.compiled_decode``). Its compile time is printed and kept out of the rate, as the warm-up
+``gptlab.generate.compiled``). Its compile time is printed and kept out of the rate, as the warm-up
 is. Beside it runs ``hf compiled``: HF's own compiled generation (a static cache and
 ``torch.compile`` of the forward, the same inductor settings minus freezing, which fails inside HF's
 static-cache indexing), so compiled can be set against compiled too. ``--no-compile`` leaves both
@@ -37,10 +37,10 @@ import torch
 from torch import nn
 
 from _common import hf_twin, interleaved_rounds, machine_line, median_ratio, print_table
-from gptlab.compiled_decode import CPU_OPTIONS
-from gptlab.config import GPTConfig
-from gptlab.generate import SamplingParams, generate_tokens
-from gptlab.model import GPT
+from gptlab.generate.compiled import CPU_OPTIONS
+from gptlab.model.config import GPTConfig
+from gptlab.generate.sampler import SamplingParams, generate_tokens
+from gptlab.model.gpt import GPT
 
 CHAR_VOCAB = 65 + 4 + 256  # tiny-shakespeare's characters + special tokens + byte fallback
 
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                  f"context {config.block_size}, vocab {config.vocab_size}, {ours.num_parameters():,} params "
                  f"(seeded random weights, copied to HF)",
         "work": f"prompt {args.prompt_len} tokens, {args.new_tokens} new tokens (time covers prefill + decode)",
-        "gptlab": "gptlab.generate.generate_tokens(temperature=0)",
+        "gptlab": "gptlab.generate.sampler.generate_tokens(temperature=0)",
         "reference": "transformers GPT2LMHeadModel(sdpa).generate(do_sample=False, use_cache=True)",
         "compiled": f"generate_tokens(compile=True), and HF generate(cache_implementation='static') "
                     f"compiled; {compiled_line}",

@@ -2,10 +2,10 @@
 
 Both sides start from the same GPT (same weights), see the same padded batches of examples
 (random lengths, loss on the second half of each, as a prompt/completion record gives), and take
-the step ``gptlab.finetune`` takes: forward with loss, backward, gradient clipping over the
-trained parameters, AdamW (``gptlab.train.make_optimizer``, which only takes parameters that
+the step ``gptlab.finetune.finetuner`` takes: forward with loss, backward, gradient clipping over the
+trained parameters, AdamW (``gptlab.train.trainer.make_optimizer``, which only takes parameters that
 require gradients), zero_grad. The LoRA side wraps the attention and MLP projections
-(``gptlab.lora``, rank 8 by default). After warm-up the sides run in interleaved rounds; the
+(``gptlab.finetune.lora``, rank 8 by default). After warm-up the sides run in interleaved rounds; the
 headline is the median over rounds of LoRA step time / full step time.
 
     python bench/finetune_lora.py                  # preset small (4 layers, width 128, context 128)
@@ -22,11 +22,11 @@ from collections.abc import Callable
 import torch
 from _common import interleaved_rounds, machine_line, median_ratio, print_table
 
-from gptlab.config import preset
-from gptlab.finetune_config import DEFAULT_LORA_TARGETS, FinetuneConfig, LoRAConfig
-from gptlab.lora import inject_lora, trainable_fraction
-from gptlab.model import GPT, IGNORE_INDEX
-from gptlab.train import make_optimizer
+from gptlab.model.config import preset
+from gptlab.finetune.config import DEFAULT_LORA_TARGETS, FinetuneConfig, LoRAConfig
+from gptlab.finetune.lora import inject_lora, trainable_fraction
+from gptlab.model.gpt import GPT, IGNORE_INDEX
+from gptlab.train.trainer import make_optimizer
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

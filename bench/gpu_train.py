@@ -27,11 +27,11 @@ from typing import Any
 import torch
 from _common import machine_line, print_table
 
-from gptlab.config import preset
-from gptlab.count import count_config
-from gptlab.gpus import peak_flops_of
-from gptlab.model import GPT
-from gptlab.train import TrainConfig, make_optimizer, resolve_device
+from gptlab.model.config import preset
+from gptlab.model.count import count_config
+from gptlab.train.gpus import peak_flops_of
+from gptlab.model.gpt import GPT
+from gptlab.train.trainer import TrainConfig, make_optimizer, resolve_device
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -35,10 +35,10 @@ import httpx
 import torch
 from _common import machine_line, print_table
 
-from gptlab.checkpoint import save_checkpoint
-from gptlab.config import GPTConfig
-from gptlab.model import GPT
-from gptlab.tokenizer import train_char_tokenizer
+from gptlab.train.checkpoint import save_checkpoint
+from gptlab.model.config import GPTConfig
+from gptlab.model.gpt import GPT
+from gptlab.data.tokenizer import train_char_tokenizer
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -1,7 +1,7 @@
 """Time to quality: wall time for a ~0.8M-parameter char-level GPT to reach a validation loss on tiny-shakespeare.
 
-The path is gptlab's own: ``gptlab.data.prepare`` (char tokenizer, first 90% of the file for
-training, last 10% for validation), then ``gptlab.train.Trainer`` with a ``TrainConfig``. The
+The path is gptlab's own: ``gptlab.data.shards.prepare`` (char tokenizer, first 90% of the file for
+training, last 10% for validation), then ``gptlab.train.trainer.Trainer`` with a ``TrainConfig``. The
 Trainer's periodic evaluation (``eval_iters`` fixed random windows) is the cheap detector; when it
 comes within ``--confirm-margin`` of the target, the *full* validation loss (every
 non-overlapping window of the validation split, ~110k tokens) is measured, and the run stops
@@ -28,10 +28,10 @@ import numpy as np
 import torch
 from _common import machine_line, print_table
 
-from gptlab.curves import read_metrics
-from gptlab.data import PreparedData, prepare
-from gptlab.model import GPT
-from gptlab.train import TrainConfig, Trainer, resolve_device
+from gptlab.train.curves import read_metrics
+from gptlab.data.shards import PreparedData, prepare
+from gptlab.model.gpt import GPT
+from gptlab.train.trainer import TrainConfig, Trainer, resolve_device
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "tinyshakespeare.txt"
 

@@ -1,7 +1,7 @@
 """Training throughput: gptlab's GPT vs Hugging Face's GPT2LMHeadModel (SDPA attention), on CPU.
 
 Both models get the same GPT-2 shape, the same weights, the same batches and the same AdamW
-(built by ``gptlab.train.make_optimizer`` for both, so groups, betas and implementation agree),
+(built by ``gptlab.train.trainer.make_optimizer`` for both, so groups, betas and implementation agree),
 fp32, dropout 0. One training step is what the Trainer does: forward with loss, backward,
 gradient clipping, AdamW step, zero_grad. After warm-up the two sides run in interleaved rounds;
 the headline is the median over rounds of (gptlab tokens/s) / (HF tokens/s).
@@ -28,9 +28,9 @@ import torch
 from torch import nn
 
 from _common import hf_twin, interleaved_rounds, machine_line, median_ratio, print_table
-from gptlab.config import GPTConfig
-from gptlab.model import GPT
-from gptlab.train import TrainConfig, make_optimizer
+from gptlab.model.config import GPTConfig
+from gptlab.model.gpt import GPT
+from gptlab.train.trainer import TrainConfig, make_optimizer
 
 CHAR_VOCAB = 65 + 4 + 256  # tiny-shakespeare's characters + special tokens + byte fallback
 

@@ -193,7 +193,7 @@ ids, stored as flat binary files ready for training:""",
             Command(
                 """\
 python - <<'EOF'
-from gptlab.tokenizer import Tokenizer
+from gptlab.data.tokenizer import Tokenizer
 tok = Tokenizer.load("data/stdlib")
 text = 'def greet(name):\\n    return "Hello, " + name\\n'
 ids = tok.encode(text)
@@ -459,7 +459,7 @@ client prints the tokens as they arrive, the way chat interfaces show an answer 
 That is the whole path, from one neuron on a 20×20 retina to a GPT answering over the same API as
 the big ones. The rest is scale: more layers, wider vectors, more text, more GPUs. Where to go from
 here: train longer (`--max-steps 3000`) or wider (`--preset mini`), train on your own text
-(`--data`), look inside with `gptlab inspect`, or read `src/gptlab/model.py`, the whole GPT in one
+(`--data`), look inside with `gptlab inspect`, or read `src/gptlab/model/gpt.py`, the whole GPT in one
 file.""",
     ),
 )

@@ -18,7 +18,7 @@ def corpus_text() -> str:
 @pytest.fixture(scope="module")
 def tokenizer(corpus_text):
     """A character tokenizer of ``corpus_text`` (test files that need another one define their own)."""
-    from gptlab.tokenizer import train_char_tokenizer
+    from gptlab.data.tokenizer import train_char_tokenizer
 
     return train_char_tokenizer([corpus_text])
 
@@ -28,8 +28,8 @@ def model(tokenizer):
     """A seeded 2-layer, width-32, context-64 GPT in eval mode for ``tokenizer``."""
     import torch
 
-    from gptlab.config import GPTConfig
-    from gptlab.model import GPT
+    from gptlab.model.config import GPTConfig
+    from gptlab.model.gpt import GPT
 
     torch.manual_seed(0)
     return GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=64, n_layer=2, n_head=2, n_embd=32)).eval()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gptlab.compiled_decode import has_cpp_compiler
+from gptlab.generate.compiled import has_cpp_compiler
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 

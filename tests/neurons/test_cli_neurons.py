@@ -1,7 +1,7 @@
 import pytest
 from PIL import Image
 
-from gptlab.cli import main
+from gptlab.cli.main import main
 
 
 def run(capsys, *args):

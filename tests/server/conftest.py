@@ -31,10 +31,10 @@ def build_tiny_checkpoint(run_dir: Path, text: str, block_size: int = BLOCK_SIZE
     """
     import torch
 
-    from gptlab.checkpoint import save_checkpoint
-    from gptlab.config import GPTConfig
-    from gptlab.model import GPT
-    from gptlab.tokenizer import train_char_tokenizer
+    from gptlab.train.checkpoint import save_checkpoint
+    from gptlab.model.config import GPTConfig
+    from gptlab.model.gpt import GPT
+    from gptlab.data.tokenizer import train_char_tokenizer
 
     tokenizer = train_char_tokenizer([text])
     torch.manual_seed(0)

@@ -9,8 +9,8 @@ import sys
 import httpx
 import pytest
 
-from gptlab.cli import main
-from gptlab.cli_serve import default_model_name
+from gptlab.cli.main import main
+from gptlab.cli.serve import default_model_name
 
 
 def test_help_lists_the_flags(capsys):
@@ -68,9 +68,9 @@ def test_serves_a_lora_adapter_folder_merged_into_its_base(tiny_run, serve, tmp_
     """An adapter folder names its base: serve applies it, merges it, and answers as the adapted model."""
     import torch
 
-    from gptlab.checkpoint import load_checkpoint
-    from gptlab.finetune_config import LoRAConfig
-    from gptlab.lora import (
+    from gptlab.train.checkpoint import load_checkpoint
+    from gptlab.finetune.config import LoRAConfig
+    from gptlab.finetune.lora import (
         inject_lora,
         lora_modules,
         merge_lora,

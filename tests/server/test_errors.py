@@ -154,7 +154,7 @@ def test_health_is_503_while_loading(tiny_run, free_port):
     """An in-process server whose loader waits: /health is 503, the API 503, then both ready."""
     import uvicorn
 
-    from gptlab.checkpoint import load_checkpoint
+    from gptlab.train.checkpoint import load_checkpoint
     from gptlab.server.app import create_app
     from gptlab.server.state import ServerSettings
 

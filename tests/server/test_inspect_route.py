@@ -1,5 +1,5 @@
 """``POST /v1/inspect`` on the real ``gptlab serve`` process: its attention maps and probabilities
-equal :mod:`gptlab.inspect` on the same checkpoint, its errors are OpenAI-shaped 400s and 401s, and
+equal :mod:`gptlab.inspect.views` on the same checkpoint, its errors are OpenAI-shaped 400s and 401s, and
 generation running beside it is not changed by it."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from gptlab import inspect as gi
-from gptlab.checkpoint import load_checkpoint
+from gptlab.inspect import views as gi
+from gptlab.train.checkpoint import load_checkpoint
 
 from .conftest import API_KEY, BLOCK_SIZE
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from gptlab.chat import IM_END
-from gptlab.checkpoint import load_checkpoint
-from gptlab.generate import SamplingParams, generate_text
+from gptlab.data.chat import IM_END
+from gptlab.train.checkpoint import load_checkpoint
+from gptlab.generate.sampler import SamplingParams, generate_text
 
 openai = pytest.importorskip("openai")
 

@@ -8,7 +8,7 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from gptlab.chat import render_chat
+from gptlab.data.chat import render_chat
 from gptlab.server.errors import validation_message
 from gptlab.server.logprobs import OffsetCounter, TokenTexts
 from gptlab.server.prompts import chat_ids, chat_stop_token_ids
@@ -20,7 +20,7 @@ from gptlab.server.protocol import (
     TokenizeRequest,
 )
 from gptlab.server.sse import DONE, sse_data
-from gptlab.tokenizer import train_bpe_tokenizer, train_char_tokenizer
+from gptlab.data.tokenizer import train_bpe_tokenizer, train_char_tokenizer
 
 
 @pytest.fixture(scope="module")

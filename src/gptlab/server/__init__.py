@@ -1,6 +1,6 @@
 """An OpenAI-compatible HTTP server for gptlab models, and a web playground.
 
-``gptlab serve RUN`` loads a checkpoint and serves it (see :mod:`gptlab.cli_serve`). The pieces,
+``gptlab serve RUN`` loads a checkpoint and serves it (see :mod:`gptlab.cli.serve`). The pieces,
 one concern each:
 
 * :mod:`~gptlab.server.protocol` — pydantic request/response models with bounds, so bad input is a

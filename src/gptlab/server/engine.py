@@ -8,7 +8,7 @@ the model masks each row to its own length. A sequence that finishes or is cance
 once; the last row moves into its place, so the live rows stay packed at the top of the cache.
 
 Each sequence samples with its own parameters and its own random generator, through the one
-sampler in :mod:`gptlab.generate`, so a seeded request gives the same tokens whatever else is in
+sampler in :mod:`gptlab.generate.sampler`, so a seeded request gives the same tokens whatever else is in
 the batch. Tokens reach the asyncio side through ``loop.call_soon_threadsafe``.
 """
 
@@ -24,15 +24,15 @@ from dataclasses import dataclass, field
 import torch
 
 from gptlab.errors import GenerationError, GptlabError
-from gptlab.generate import (
+from gptlab.generate.sampler import (
     SamplingParams,
     SequenceSampler,
     TextStream,
     sample_rows,
     top_logprobs,
 )
-from gptlab.model import GPT
-from gptlab.tokenizer import Tokenizer
+from gptlab.model.gpt import GPT
+from gptlab.data.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 

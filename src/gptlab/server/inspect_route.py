@@ -1,7 +1,7 @@
 """``POST /v1/inspect``: attention maps and token probabilities of one text, for the playground's
 Inspect panel. A gptlab extension, not part of the OpenAI API.
 
-The work is :func:`gptlab.inspect.capture`: one forward pass with read-only hooks. The engine
+The work is :func:`gptlab.inspect.views.capture`: one forward pass with read-only hooks. The engine
 thread runs forward passes on the served model all the time, so hooks on that model would fire
 inside the engine's passes too. The inspector therefore runs on its own copy of the model
 (``copy.deepcopy``, made on the first inspect request, inference only), one request at a time, in
@@ -36,7 +36,7 @@ from gptlab.server.state import LoadedModel, ServerSettings
 if TYPE_CHECKING:
     import torch
 
-    from gptlab.model import GPT
+    from gptlab.model.gpt import GPT
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class Inspector:
             self._waiting -= 1
 
     def _run(self, body: InspectRequest, loaded: LoadedModel, ids: list[int]) -> InspectResponse:
-        from gptlab.inspect import capture
+        from gptlab.inspect.views import capture
 
         want_attention = "attention" in body.views
         with self._lock:

@@ -18,7 +18,7 @@ from gptlab.server.protocol import (
     TokenLogprob,
     TopLogprob,
 )
-from gptlab.tokenizer import BPETokenizer, CharTokenizer, Tokenizer
+from gptlab.data.tokenizer import BPETokenizer, CharTokenizer, Tokenizer
 
 
 @lru_cache(maxsize=1)

@@ -1,7 +1,7 @@
 """From an API request to engine requests: prompts and chat messages to token ids, sampling
 parameters, stop conditions, and every check that needs the model (context length, vocabulary).
 
-A chat is rendered by :func:`gptlab.chat.render_chat`, the one chat template. The template's turn
+A chat is rendered by :func:`gptlab.data.chat.render_chat`, the one chat template. The template's turn
 markers become special tokens, but the text of the messages is encoded as plain text, so a user
 who writes ``<|im_end|>`` in a message cannot end a turn or open one.
 """
@@ -12,14 +12,14 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from gptlab.chat import IM_END, render_chat
+from gptlab.data.chat import IM_END, render_chat
 from gptlab.errors import GenerationError, GptlabError
-from gptlab.generate import SamplingParams
+from gptlab.generate.sampler import SamplingParams
 from gptlab.server.engine import GenerationRequest
 from gptlab.server.errors import APIError, bad_request
 from gptlab.server.protocol import ChatMessageIn, SamplingRequest
 from gptlab.server.state import LoadedModel, ServerSettings
-from gptlab.tokenizer import Tokenizer
+from gptlab.data.tokenizer import Tokenizer
 
 _PLACEHOLDER = re.compile("\x00(\\d+)\x00")
 

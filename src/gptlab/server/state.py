@@ -16,8 +16,8 @@ from gptlab.errors import ConfigError
 from gptlab.server.errors import APIError
 
 if TYPE_CHECKING:
-    from gptlab.model import GPT
-    from gptlab.tokenizer import Tokenizer
+    from gptlab.model.gpt import GPT
+    from gptlab.data.tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
 
