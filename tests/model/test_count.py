@@ -76,7 +76,9 @@ def test_matches_hugging_face_gpt2():
 @pytest.mark.parametrize("name", list(PRESETS))
 def test_every_preset_counts_instantly(name):
     c = count_config(preset(name))
-    assert c.parameters > c.without_position_embeddings > c.non_embedding > 0
+    learned = c.config.positions == "learned"
+    assert c.parameters - c.without_position_embeddings == (c.config.block_size * c.config.n_embd if learned else 0)
+    assert c.without_position_embeddings > c.non_embedding > 0
 
 
 def test_training_cost_gpt3_example():

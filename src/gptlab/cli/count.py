@@ -55,25 +55,35 @@ def format_count(source: str, c: ModelCount) -> str:
     cfg = c.config
     C, L = cfg.n_embd, cfg.n_layer
     fwd, train = c.forward_flops_per_token, c.training_flops_per_token
+    kv = "" if cfg.kv_heads == cfg.n_head else f" ({cfg.kv_heads} key/value)"
+    biases = "with" if cfg.bias else ("q/k/v" if cfg.has_qkv_bias else "no")
+    family = [name for name, default in (("rmsnorm", cfg.norm == "rmsnorm"), ("rotary", cfg.positions == "rotary"),
+                                         (cfg.mlp, cfg.mlp != "gelu"), ("qk-norm", cfg.qk_norm)) if default]
+    attn_units = f"4·{C}" if c.attention_neurons_per_block == 4 * C else f"{c.attention_neurons_per_block - C:,} + {C:,}"
+    mlp_units = f"5·{C}" if c.mlp_neurons_per_block == 5 * C else f"{c.mlp_neurons_per_block - C:,} + {C:,}"
+    norm = "RMSNorm" if cfg.norm == "rmsnorm" else "LayerNorm"
     lines = [
         (
-            f"{source}: {L} layers, {cfg.n_head} heads, n_embd {C}, context {cfg.block_size}, "
-            f"vocab {cfg.vocab_size}, {'with' if cfg.bias else 'no'} biases"
+            f"{source}: {L} layers, {cfg.n_head} heads{kv}, n_embd {C}, context {cfg.block_size}, "
+            f"vocab {cfg.vocab_size}, {biases} biases" + "".join(f", {name}" for name in family)
         ),
         "",
-        "Parameters (the LM head is tied to the token embeddings and counted once)",
+        "Parameters (the LM head is tied to the token embeddings and counted once)" if cfg.tie_embeddings
+        else "Parameters (the LM head is untied: its own vocab × n_embd weights)",
         f"  total                          {c.parameters:>20,}",
         f"  without position embeddings    {c.without_position_embeddings:>20,}",
         f"  non-embedding (N)              {c.non_embedding:>20,}",
         f"  trainable                      {c.trainable:>20,}",
         (
-            f"  = token embeddings {c.token_embeddings:,} + position embeddings {c.position_embeddings:,}"
-            f" + {L} blocks × {c.per_block:,} + final LayerNorm {c.final_norm:,}"
+            f"  = token embeddings {c.token_embeddings:,}"
+            + (f" + position embeddings {c.position_embeddings:,}" if cfg.positions == "learned" else "")
+            + (f" + LM head {c.lm_head:,}" if c.lm_head else "")
+            + f" + {L} blocks × {c.per_block:,} + final {norm} {c.final_norm:,}"
         ),
         "",
         "Neurons (output units of every Linear layer in the blocks, as Welch Labs counts them)",
         (
-            f"  per block: attention 4·{C} = {c.attention_neurons_per_block:,} + MLP 5·{C} = "
+            f"  per block: attention {attn_units} = {c.attention_neurons_per_block:,} + MLP {mlp_units} = "
             f"{c.mlp_neurons_per_block:,} = {c.neurons_per_block:,}"
         ),
         f"  total: {L} × {c.neurons_per_block:,} = {c.neurons:,}",
@@ -93,6 +103,8 @@ def format_count(source: str, c: ModelCount) -> str:
         ("training_total", "training total"),
     ]:
         lines.append(f"  {label:<16}" + "".join(f"{_human_bytes(rows[d][key]):>14}" for d in BYTES_PER_VALUE))
+    lines.append(f"  {'KV cache/token':<16}"
+                 + "".join(f"{_human_bytes(c.kv_cache_bytes_per_token(d)):>14}" for d in BYTES_PER_VALUE))
     return "\n".join(lines)
 
 

@@ -264,8 +264,9 @@ def model_fingerprint(model: nn.Module) -> str:
     if config is not None and hasattr(config, "to_dict"):
         digest.update(json.dumps(config.to_dict(), sort_keys=True).encode())
     state = model.state_dict()
+    tied = model.tied_keys() if hasattr(model, "tied_keys") else ("lm_head.weight",)
     for key in sorted(state):
-        if key.rsplit(".", 1)[-1] in LORA_KEYS or key == "lm_head.weight":
+        if key.rsplit(".", 1)[-1] in LORA_KEYS or key in tied:
             continue
         tensor = state[key].detach().to("cpu").contiguous()
         digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())

@@ -28,11 +28,24 @@ logger = logging.getLogger(__name__)
 Init = Literal["mean", "normal"]
 
 
+def _grow(weight: torch.Tensor, old: torch.Tensor, fresh_ids: list[int], init: Init, keep: int | None) -> None:
+    """Fill the larger ``weight`` (V_new, C): ``old``'s rows, then ``fresh_ids`` initialised per ``init``."""
+    weight[: old.size(0)] = old
+    if fresh_ids:
+        index = torch.tensor(fresh_ids, device=old.device)
+        if init == "mean":
+            known = old[: old.size(0) if keep is None else keep]
+            weight[index] = known.float().mean(dim=0).to(old.dtype)
+        else:
+            weight[index] = torch.randn(len(fresh_ids), old.size(1), device=old.device).mul_(0.02).to(old.dtype)
+    weight.requires_grad_(old.requires_grad)
+
+
 @torch.no_grad()
 def resize_token_embeddings(
     model: GPT, vocab_size: int, new_rows: Sequence[int] = (), *, init: Init = "mean", keep: int | None = None
 ) -> GPT:
-    """Give ``model`` a ``vocab_size``-row token embedding (and tied LM head), in place.
+    """Give ``model`` a ``vocab_size``-row token embedding and LM head (tied or not), in place.
 
     Rows ``[0, old vocab_size)`` are copied unchanged, except the ids in ``new_rows`` (e.g. unused
     padding rows that a new token takes over), which are initialised like the added rows. ``init``:
@@ -50,20 +63,15 @@ def resize_token_embeddings(
     fresh_ids = sorted(set(new_rows) | set(range(old_size, vocab_size)))
     if any(not 0 <= i < vocab_size for i in fresh_ids):
         raise ConfigError(f"new row ids must lie in [0, {vocab_size})")
-    embedding = nn.Embedding(vocab_size, width, device=old.device, dtype=old.dtype)
-    weight = embedding.weight
-    weight[:old_size] = old
-    if fresh_ids:
-        index = torch.tensor(fresh_ids, device=old.device)
-        if init == "mean":
-            known = old[: old_size if keep is None else keep]
-            weight[index] = known.float().mean(dim=0).to(old.dtype)
-        else:
-            weight[index] = torch.randn(len(fresh_ids), width, device=old.device).mul_(0.02).to(old.dtype)
-    weight.requires_grad_(old.requires_grad)
-    model.transformer.wte = embedding
-    model.lm_head = Linear(width, vocab_size, bias=False, device="meta")  # no second copy
-    model.lm_head.weight = embedding.weight  # keep the tie
+    model.transformer.wte = nn.Embedding(vocab_size, width, device=old.device, dtype=old.dtype)
+    _grow(model.transformer.wte.weight, old, fresh_ids, init, keep)
+    if model.config.tie_embeddings:
+        model.lm_head = Linear(width, vocab_size, bias=False, device="meta")  # no second copy
+        model.lm_head.weight = model.transformer.wte.weight  # keep the tie
+    else:  # an untied head grows the same way: its new rows predict the new tokens
+        old_head = model.lm_head.weight
+        model.lm_head = Linear(width, vocab_size, bias=False, device=old_head.device, dtype=old_head.dtype)
+        _grow(model.lm_head.weight, old_head, fresh_ids, init, keep)
     model.config = model.config.replace(vocab_size=vocab_size)
     return model
 

@@ -6,12 +6,15 @@ Everything here returns numpy arrays and token strings; pictures and the interac
 The model is never changed. What we need is captured from outside with forward hooks, removed in a
 ``finally`` block, during one ordinary forward pass in eval mode (no dropout, no KV cache):
 
-* a hook on each block's ``attn.c_attn`` sees q, k, v of every head; the attention probabilities
-  are recomputed from q and k exactly as ``F.scaled_dot_product_attention(is_causal=True)`` forms
-  them: ``softmax(q·kᵀ/√D + causal mask)``. The model itself never materialises that matrix.
+* a hook on each block's ``attn.c_attn`` sees q, k, v of every head; the block's own attention
+  module turns them into heads (QK-norm and rotary positions included, as the config says), and the
+  attention probabilities are recomputed from q and k exactly as
+  ``F.scaled_dot_product_attention(is_causal=True)`` forms them: ``softmax(q·kᵀ/√D + causal mask)``,
+  each query head with its key/value head under grouped-query attention. The model itself never
+  materialises that matrix.
 * a pre-hook on ``transformer.h[0]`` and a hook on every ``transformer.h[i]`` see the residual
   stream after the embeddings and after each block, which the logit lens reads with the model's
-  own ``ln_f`` and ``lm_head``.
+  own final norm (``ln_f``, LayerNorm or RMSNorm) and ``lm_head``.
 
 Layers and heads are numbered from 0, as in the parameter names (``transformer.h.0``).
 Shapes: L layers, H heads, T tokens, C width, V vocabulary.
@@ -102,20 +105,18 @@ class Capture:
     residual: torch.Tensor | None  # (L + 1, T, C): after the embeddings, then after each block
 
 
-def attention_probabilities(qkv: torch.Tensor, n_head: int) -> torch.Tensor:
-    """Causal attention probabilities (B, H, T, T) from the output of ``c_attn`` (B, T, 3C).
+def attention_probabilities(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Causal attention probabilities (B, H, T, T) from queries (B, T, H, D) and keys (B, T, K, D).
 
     The same computation as SDPA with ``is_causal=True``: scores q·kᵀ scaled by 1/√D, −∞ above the
-    diagonal (a token never sees later tokens), softmax over the keys. Computed in float32.
+    diagonal (a token never sees later tokens), softmax over the keys. Under grouped-query attention
+    (K < H), query head h reads key head h // (H / K). Computed in float32.
     """
-    B, T, three_c = qkv.shape
-    C = three_c // 3
-    D = C // n_head
-    q, k, _ = qkv.float().split(C, dim=2)
-    q = q.view(B, T, n_head, D).transpose(1, 2)  # (B, H, T, D)
-    k = k.view(B, T, n_head, D).transpose(1, 2)
+    B, T, H, D = q.shape
+    q = q.float().transpose(1, 2)  # (B, H, T, D)
+    k = k.float().transpose(1, 2).repeat_interleave(H // k.size(2), dim=1)  # (B, H, T, D)
     scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(D))  # (B, H, T, T)
-    causal = torch.ones(T, T, dtype=torch.bool, device=qkv.device).tril()
+    causal = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
     return scores.masked_fill(~causal, float("-inf")).softmax(dim=-1)
 
 
@@ -130,14 +131,16 @@ def capture(
     the context (see :func:`encode_text`).
     """
     blocks = model.transformer.h
-    n_layer, n_head = len(blocks), model.config.n_head
+    n_layer = len(blocks)
     maps: list[torch.Tensor | None] = [None] * n_layer
     stream: list[torch.Tensor | None] = [None] * (n_layer + 1)
     handles = []
 
     def on_qkv(layer: int):
         def hook(module: torch.nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-            maps[layer] = attention_probabilities(output, n_head)[0].cpu()
+            rotary = model.rotary(torch.arange(output.size(1), device=output.device))
+            q, k, _ = blocks[layer].attn.heads(output, rotary)
+            maps[layer] = attention_probabilities(q, k)[0].cpu()
 
         return hook
 

@@ -181,9 +181,18 @@ def config_from_hf(hf_config: Mapping[str, Any]) -> GPTConfig:
 def hf_config_from(config: GPTConfig, eot_id: int, dtype: torch.dtype = torch.float32) -> dict[str, Any]:
     """The ``config.json`` of a ``GPT2LMHeadModel`` with our ``config``'s shape, ``<|endoftext|>``
     (``eot_id``) as its bos/eos token, weights stored as ``dtype``. Raises ConfigError for a
-    model without biases, which GPT-2 cannot express."""
+    model that GPT-2 cannot express (no biases, or a choice of today's family)."""
     if not config.bias:
         raise ConfigError("a model without biases (bias=False) has no GPT-2 equivalent")
+    differs = [name for name, same in (
+        ("norm", config.norm == "layernorm"), ("positions", config.positions == "learned"),
+        ("mlp", config.mlp == "gelu"), ("mlp_hidden", config.hidden == 4 * config.n_embd),
+        ("n_kv_head", config.kv_heads == config.n_head), ("qkv_bias", config.has_qkv_bias),
+        ("qk_norm", not config.qk_norm), ("tie_embeddings", config.tie_embeddings),
+    ) if not same]
+    if differs:
+        raise ConfigError(f"GPT-2 cannot express this model's {', '.join(differs)}: only GPT-2 shapes export "
+                          "as GPT2LMHeadModel")
     return {
         "activation_function": "gelu_new",
         "architectures": ["GPT2LMHeadModel"],
@@ -320,7 +329,7 @@ def _build_model(config: GPTConfig, weights: dict[str, torch.Tensor]) -> GPT:
     with torch.device("meta"):
         model = GPT(config)
     model.load_state_dict(weights, strict=False, assign=True)  # every key checked by _to_our_weights
-    model.lm_head.weight = model.transformer.wte.weight  # assign=True replaced wte: tie again
+    model.tie_weights()  # assign=True replaced wte: tie again
     return model.eval()
 
 

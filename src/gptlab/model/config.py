@@ -30,9 +30,21 @@ def dataclass_from_dict(cls: type[T], data: dict[str, Any], what: str) -> T:
         raise ConfigError(f"{what}: {exc}") from None
 
 
+NORMS = ("layernorm", "rmsnorm")
+POSITIONS = ("learned", "rotary")
+MLPS = ("gelu", "swiglu", "relu2")
+
+
 @dataclass(frozen=True)
 class GPTConfig:
-    """Shape of a GPT-2 style decoder. Validated at construction: a bad config never reaches the model."""
+    """Shape of a decoder-only transformer. Validated at construction: a bad config never reaches the model.
+
+    The defaults are GPT-2 (2019): LayerNorm, learned positions, a GELU MLP, biases, one key/value
+    head per query head, a head tied to the token embedding. The other choices give today's
+    Llama / Qwen2 / Mistral family: RMSNorm, rotary positions, a SwiGLU MLP, grouped-query
+    attention (``n_kv_head`` < ``n_head``), no biases (Qwen2: q/k/v biases only), often an untied
+    head. ReLU² and QK-norm come from the modded-nanogpt speedrun.
+    """
 
     vocab_size: int = GPT2_VOCAB_SIZE
     block_size: int = 1024  # context length: the longest sequence the model can attend over
@@ -41,24 +53,69 @@ class GPTConfig:
     n_embd: int = 768
     dropout: float = 0.0
     bias: bool = True  # biases in Linear layers and LayerNorms, as in GPT-2
-    layer_norm_epsilon: float = 1e-5
+    layer_norm_epsilon: float = 1e-5  # epsilon of every norm, LayerNorm or RMSNorm
     # The embedding/LM-head matrices get rows up to a multiple of this (64 suits GPU tensor cores);
     # the extra rows are never a target and their logits are cut off: vocab_size stays the truth.
     vocab_pad_multiple: int = 1
+    norm: str = "layernorm"  # "layernorm" | "rmsnorm"
+    positions: str = "learned"  # "learned" (a wpe table) | "rotary" (RoPE on q and k)
+    rope_theta: float = 10000.0
+    # Llama 3's frequency scaling ("rope_type": "llama3"); factor 1.0 means none
+    rope_scaling_factor: float = 1.0
+    rope_low_freq_factor: float = 1.0
+    rope_high_freq_factor: float = 4.0
+    rope_original_context: int = 8192
+    mlp: str = "gelu"  # "gelu" (tanh approximation) | "swiglu" (silu(gate) * up) | "relu2" (relu(x)²)
+    mlp_hidden: int | None = None  # the MLP's inner width; None means 4 * n_embd
+    n_kv_head: int | None = None  # key/value heads: None = n_head (MHA), fewer = GQA, 1 = MQA
+    qkv_bias: bool | None = None  # biases on q, k, v; None follows ``bias`` (Qwen2: True with bias False)
+    qk_norm: bool = False  # RMSNorm over each head's queries and keys before the rotary embedding
+    tie_embeddings: bool = True  # the LM head shares the token embedding's weights
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "vocab_pad_multiple"):
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "vocab_pad_multiple",
+                     "rope_original_context"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("mlp_hidden", "n_kv_head"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise ConfigError(f"{name} must be a positive integer or null, got {value!r}")
         if self.n_embd % self.n_head != 0:
             raise ConfigError(
                 f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})"
             )
+        if self.n_head % self.kv_heads != 0:
+            raise ConfigError(f"n_head ({self.n_head}) must be a multiple of n_kv_head ({self.kv_heads})")
+        for name, choices in (("norm", NORMS), ("positions", POSITIONS), ("mlp", MLPS)):
+            if getattr(self, name) not in choices:
+                raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
+        if self.positions == "rotary" and self.head_dim % 2:
+            raise ConfigError(f"rotary positions need an even head dimension, got {self.head_dim}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout!r}")
-        if not self.layer_norm_epsilon > 0:
-            raise ConfigError(f"layer_norm_epsilon must be positive, got {self.layer_norm_epsilon!r}")
+        for name in ("layer_norm_epsilon", "rope_theta", "rope_low_freq_factor", "rope_high_freq_factor"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)!r}")
+        if not self.rope_scaling_factor >= 1.0:
+            raise ConfigError(f"rope_scaling_factor must be >= 1, got {self.rope_scaling_factor!r}")
+        if self.rope_high_freq_factor <= self.rope_low_freq_factor and self.rope_scaling_factor != 1.0:
+            raise ConfigError("rope_high_freq_factor must be greater than rope_low_freq_factor")
+
+    @property
+    def kv_heads(self) -> int:
+        """Key/value heads (``n_kv_head``, or ``n_head`` when it is None)."""
+        return self.n_head if self.n_kv_head is None else self.n_kv_head
+
+    @property
+    def hidden(self) -> int:
+        """The MLP's inner width (``mlp_hidden``, or 4 * n_embd when it is None)."""
+        return 4 * self.n_embd if self.mlp_hidden is None else self.mlp_hidden
+
+    @property
+    def has_qkv_bias(self) -> bool:
+        return self.bias if self.qkv_bias is None else self.qkv_bias
 
     @property
     def head_dim(self) -> int:
@@ -83,6 +140,9 @@ class GPTConfig:
         return dataclasses.replace(self, **changes)
 
 
+# The Llama family's choices, shared by its presets below.
+LLAMA: dict[str, Any] = dict(norm="rmsnorm", positions="rotary", mlp="swiglu", bias=False, tie_embeddings=False)
+
 # Shapes of published models (GPT-2: Radford et al. 2019 / HF configs; GPT-3: Brown et al. 2020,
 # Table 2.1). The paper lists GPT-3 XL with 24 heads of 128 (≠ d_model 2048) and 13B with
 # d_model 5140; we use 16 heads and 5120, which keep n_embd = n_head * head_dim and the same
@@ -104,6 +164,33 @@ PRESETS: dict[str, dict[str, Any]] = {
     "gpt3-6.7b": dict(n_layer=32, n_head=32, n_embd=4096, block_size=2048),
     "gpt3-13b": dict(n_layer=40, n_head=40, n_embd=5120, block_size=2048),
     "gpt3-175b": dict(n_layer=96, n_head=96, n_embd=12288, block_size=2048),
+    # today's family at small sizes: RMSNorm, rotary positions, SwiGLU, grouped-query attention,
+    # no biases, untied head (vocab_size is set from the tokenizer at train time)
+    "llama-tiny": dict(LLAMA, n_layer=2, n_head=4, n_kv_head=2, n_embd=64, mlp_hidden=192, block_size=64,
+                       vocab_size=256),
+    "llama-small": dict(LLAMA, n_layer=4, n_head=4, n_kv_head=2, n_embd=128, mlp_hidden=384,
+                        block_size=128, vocab_size=512),
+    "llama-mini": dict(LLAMA, n_layer=6, n_head=6, n_kv_head=2, n_embd=384, mlp_hidden=1024,
+                       block_size=256, vocab_size=512),
+    # shapes of public checkpoints (their config.json on the Hugging Face Hub)
+    "smollm2-135m": dict(LLAMA, n_layer=30, n_head=9, n_kv_head=3, n_embd=576, mlp_hidden=1536,
+                         block_size=8192, vocab_size=49152, rope_theta=100000.0, tie_embeddings=True),
+    "smollm2-360m": dict(LLAMA, n_layer=32, n_head=15, n_kv_head=5, n_embd=960, mlp_hidden=2560,
+                         block_size=8192, vocab_size=49152, rope_theta=100000.0, tie_embeddings=True),
+    "llama-3.2-1b": dict(LLAMA, n_layer=16, n_head=32, n_kv_head=8, n_embd=2048, mlp_hidden=8192,
+                         block_size=131072, vocab_size=128256, rope_theta=500000.0, tie_embeddings=True,
+                         rope_scaling_factor=32.0, rope_low_freq_factor=1.0, rope_high_freq_factor=4.0,
+                         rope_original_context=8192),
+    "llama-3.1-8b": dict(LLAMA, n_layer=32, n_head=32, n_kv_head=8, n_embd=4096, mlp_hidden=14336,
+                         block_size=131072, vocab_size=128256, rope_theta=500000.0, rope_scaling_factor=8.0,
+                         rope_low_freq_factor=1.0, rope_high_freq_factor=4.0, rope_original_context=8192),
+    "qwen2.5-0.5b": dict(LLAMA, n_layer=24, n_head=14, n_kv_head=2, n_embd=896, mlp_hidden=4864,
+                         block_size=32768, vocab_size=151936, rope_theta=1000000.0, qkv_bias=True,
+                         tie_embeddings=True, layer_norm_epsilon=1e-6),
+    "mistral-7b-v0.3": dict(LLAMA, n_layer=32, n_head=32, n_kv_head=8, n_embd=4096, mlp_hidden=14336,
+                            block_size=32768, vocab_size=32768, rope_theta=1000000.0),
+    "tinyllama-1.1b": dict(LLAMA, n_layer=22, n_head=32, n_kv_head=4, n_embd=2048, mlp_hidden=5632,
+                           block_size=2048, vocab_size=32000),
 }
 
 

@@ -4,22 +4,28 @@ Nothing is instantiated, so GPT-3 175B is counted as fast as the tiny preset. Th
 ``gptlab.model.gpt.GPT`` exactly (tests compare them with the instantiated model and with Hugging
 Face's ``GPT2LMHeadModel``):
 
-- token embeddings ``V·C`` and position embeddings ``T·C``; the LM head is tied to the token
-  embeddings and adds nothing;
-- per block: ``c_attn`` C→3C, attention ``c_proj`` C→C, ``c_fc`` C→4C, MLP ``c_proj`` 4C→C —
-  ``12·C²`` weights — plus ``9·C`` Linear biases and two LayerNorms (``2·C`` each with bias,
-  ``C`` without);
-- a final LayerNorm.
+- token embeddings ``V·C``, position embeddings ``T·C`` (learned positions only; rotary ones have
+  no parameters), and an LM head that adds nothing when tied to the token embeddings, ``V·C`` when not;
+- per block, for GPT-2's shape: ``c_attn`` C→3C, attention ``c_proj`` C→C, ``c_fc`` C→4C, MLP
+  ``c_proj`` 4C→C — ``12·C²`` weights — plus ``9·C`` Linear biases and two LayerNorms (``2·C``
+  each with bias, ``C`` without). In general q has H heads and k, v have K heads of D each
+  (``c_attn`` C→(H+2K)·D), the MLP's inner width is F (SwiGLU: gate and up, C→2F), RMSNorm has
+  ``C`` weights, and QK-norm adds ``2·D``;
+- a final norm.
 
 "Neurons" are counted as in the Welch Labs note: every output unit of every Linear layer inside
 the blocks — ``4·C`` in attention (3C for q, k, v, C for the output projection) and ``5·C`` in
 the MLP (4C hidden, C output) — so GPT-2 124M has 12 × 9 × 768 = 82,944 and GPT-3 175B has
-96 × 9 × 12,288 = 10,616,832.
+96 × 9 × 12,288 = 10,616,832. With GQA the attention has (H+2K)·D + C; SwiGLU's MLP 2F + C.
 
 FLOPs follow Kaplan et al. 2020 ("Scaling Laws for Neural Language Models", Table 1): a forward
 pass costs ``2·N + 2·n_layer·n_ctx·n_embd`` per token, with N the non-embedding parameters and
-the second term the attention scores over a full context; training (forward + backward) costs
-three times that, ``≈ 6·N`` per token — hence the ``6·N·D`` rule for D training tokens.
+the second term the attention scores over a full context (H·D = C query dimensions, whatever the
+number of key/value heads); training (forward + backward) costs three times that, ``≈ 6·N`` per
+token — hence the ``6·N·D`` rule for D training tokens. N leaves out the embeddings and an untied
+LM head, as Kaplan's does.
+
+The KV cache holds ``2·n_layer·K·D`` values per token: grouped-query attention shrinks it H/K times.
 """
 
 from __future__ import annotations
@@ -42,10 +48,11 @@ class ModelCount:
     config: GPTConfig
     token_embeddings: int
     position_embeddings: int
+    lm_head: int  # 0 when tied to the token embeddings
     per_block: int
     blocks: int  # n_layer * per_block
     final_norm: int
-    parameters: int  # total, the tied LM head counted once
+    parameters: int  # total, a tied LM head counted once
     trainable: int  # every parameter of the model is trained (no frozen or buffer weights)
     attention_neurons_per_block: int
     mlp_neurons_per_block: int
@@ -60,8 +67,9 @@ class ModelCount:
 
     @property
     def non_embedding(self) -> int:
-        """Parameters less both embeddings: Kaplan's N, the one that enters the FLOP counts."""
-        return self.parameters - self.position_embeddings - self.token_embeddings
+        """Parameters less the embeddings and an untied LM head: Kaplan's N, the one that enters
+        the FLOP counts."""
+        return self.parameters - self.position_embeddings - self.token_embeddings - self.lm_head
 
     @property
     def neurons_per_block(self) -> int:
@@ -80,6 +88,13 @@ class ModelCount:
             "training_total": (2 + ADAM_MOMENTS) * size,
         }
 
+    def kv_cache_bytes_per_token(self, dtype: str) -> int:
+        """Bytes the KV cache holds per token of context, keys and values of every layer, at ``dtype``."""
+        if dtype not in BYTES_PER_VALUE:
+            raise ConfigError(f"unknown dtype {dtype!r}; choose one of: {', '.join(BYTES_PER_VALUE)}")
+        cfg = self.config
+        return 2 * cfg.n_layer * cfg.kv_heads * cfg.head_dim * BYTES_PER_VALUE[dtype]
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready summary (the config as a dict, derived counts included)."""
         return {
@@ -91,6 +106,7 @@ class ModelCount:
             "breakdown": {
                 "token_embeddings": self.token_embeddings,
                 "position_embeddings": self.position_embeddings,
+                "lm_head": self.lm_head,
                 "per_block": self.per_block,
                 "blocks": self.blocks,
                 "final_norm": self.final_norm,
@@ -103,30 +119,35 @@ class ModelCount:
             "forward_flops_per_token": self.forward_flops_per_token,
             "training_flops_per_token": self.training_flops_per_token,
             "memory_bytes": {dtype: self.memory_bytes(dtype) for dtype in BYTES_PER_VALUE},
+            "kv_cache_bytes_per_token": {dtype: self.kv_cache_bytes_per_token(dtype) for dtype in BYTES_PER_VALUE},
         }
 
 
 def count_config(cfg: GPTConfig) -> ModelCount:
     """Exact parameter, neuron and FLOP counts of ``gptlab.model.gpt.GPT(cfg)``, without building it."""
-    C, bias = cfg.n_embd, int(cfg.bias)
-    layer_norm = C + bias * C
-    linear_weights = C * 3 * C + C * C + C * 4 * C + 4 * C * C  # c_attn, attn c_proj, c_fc, mlp c_proj
-    linear_biases = bias * (3 * C + C + 4 * C + C)
-    per_block = linear_weights + linear_biases + 2 * layer_norm
+    C, D, F, bias = cfg.n_embd, cfg.head_dim, cfg.hidden, int(cfg.bias)
+    qkv = (cfg.n_head + 2 * cfg.kv_heads) * D  # c_attn's outputs
+    fc = 2 * F if cfg.mlp == "swiglu" else F  # c_fc's outputs
+    norm = C if cfg.norm == "rmsnorm" else C + bias * C
+    linear_weights = C * qkv + C * C + C * fc + F * C  # c_attn, attn c_proj, c_fc, mlp c_proj
+    linear_biases = int(cfg.has_qkv_bias) * qkv + bias * (C + fc + C)
+    per_block = linear_weights + linear_biases + 2 * norm + (2 * D if cfg.qk_norm else 0)
     token_embeddings = cfg.vocab_size * C
-    position_embeddings = cfg.block_size * C
+    position_embeddings = cfg.block_size * C if cfg.positions == "learned" else 0
+    lm_head = 0 if cfg.tie_embeddings else cfg.vocab_size * C
     blocks = cfg.n_layer * per_block
-    parameters = token_embeddings + position_embeddings + blocks + layer_norm
-    non_embedding = blocks + layer_norm
-    attention_neurons, mlp_neurons = 3 * C + C, 4 * C + C
+    parameters = token_embeddings + position_embeddings + lm_head + blocks + norm
+    non_embedding = blocks + norm
+    attention_neurons, mlp_neurons = qkv + C, fc + C
     forward = 2 * non_embedding + 2 * cfg.n_layer * cfg.block_size * C
     return ModelCount(
         config=cfg,
         token_embeddings=token_embeddings,
         position_embeddings=position_embeddings,
+        lm_head=lm_head,
         per_block=per_block,
         blocks=blocks,
-        final_norm=layer_norm,
+        final_norm=norm,
         parameters=parameters,
         trainable=parameters,
         attention_neurons_per_block=attention_neurons,

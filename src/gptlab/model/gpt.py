@@ -1,11 +1,14 @@
-"""The GPT: a GPT-2 style decoder-only transformer, with a KV cache for generation.
+"""The GPT: a decoder-only transformer, with a KV cache for generation.
 
+One file covers GPT-2's shape (2019) and today's Llama / Qwen2 / Mistral family; the config picks
+the parts (norm, positions, MLP, key/value heads, biases, tied head, QK-norm), not subclasses.
 Parameter names follow Hugging Face's GPT-2 (``transformer.wte``, ``transformer.h.0.attn.c_attn``, ...)
-so weights map one-to-one (HF stores Linear weights transposed, as Conv1D). The model knows nothing
+so GPT-2 weights map one-to-one (HF stores Linear weights transposed, as Conv1D); the family keeps
+them too, with q, k, v fused in ``c_attn`` and gate, up fused in ``c_fc``. The model knows nothing
 about devices, precision or parallelism: the trainer and ``gptlab.train.distributed`` wrap it from outside.
 
-Shapes in comments: B batch, T new tokens, S = cached + new tokens, C n_embd, H heads, D head_dim,
-V vocab.
+Shapes in comments: B batch, T new tokens, S = cached + new tokens, C n_embd, H query heads,
+K key/value heads, D head_dim, F the MLP's inner width, V vocab.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ class KVCache:
         max_len = config.block_size if max_len is None else max_len
         if not 0 < max_len <= config.block_size:
             raise GenerationError(f"cache length must be in [1, {config.block_size}], got {max_len}")
-        shape = (batch_size, config.n_head, max_len, config.head_dim)
+        shape = (batch_size, config.kv_heads, max_len, config.head_dim)
         self.keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
         self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
         self.lengths = torch.zeros(batch_size, dtype=torch.long)  # tokens held by each row (on the CPU)
@@ -107,107 +110,209 @@ def _visible_keys(positions: torch.Tensor, n_keys: int) -> torch.Tensor:
     return (torch.arange(n_keys, device=positions.device) <= positions).view(-1, 1, 1, n_keys)
 
 
+def make_norm(config: GPTConfig, width: int) -> nn.Module:
+    """The config's norm over the last ``width`` features: LayerNorm (with a bias if ``bias``) or RMSNorm."""
+    if config.norm == "rmsnorm":
+        return nn.RMSNorm(width, eps=config.layer_norm_epsilon)
+    return nn.LayerNorm(width, eps=config.layer_norm_epsilon, bias=config.bias)
+
+
+def rotary_frequencies(config: GPTConfig) -> torch.Tensor:
+    """(D/2,) angular frequency of each rotary pair, with Llama 3's scaling when the config asks for it."""
+    D = config.head_dim
+    inv_freq = 1.0 / config.rope_theta ** (torch.arange(0, D, 2).float() / D)  # float32, as HF computes it
+    factor = config.rope_scaling_factor
+    if factor == 1.0:
+        return inv_freq
+    # Llama 3: long wavelengths are slowed down by ``factor``, short ones kept, the band between blended
+    old = config.rope_original_context
+    low_wavelen, high_wavelen = old / config.rope_low_freq_factor, old / config.rope_high_freq_factor
+    wavelen = 2 * math.pi / inv_freq
+    smooth = (old / wavelen - config.rope_low_freq_factor) / (
+        config.rope_high_freq_factor - config.rope_low_freq_factor)
+    blended = (1 - smooth) * inv_freq / factor + smooth * inv_freq
+    scaled = torch.where(wavelen > low_wavelen, inv_freq / factor, inv_freq)
+    between = (wavelen <= low_wavelen) & (wavelen >= high_wavelen)
+    return torch.where(between, blended, scaled)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate each head's (first half, second half) pairs of ``x`` (..., D) by the position's angles.
+
+    The half-split layout of Hugging Face's Llama, so its checkpoints need no permutation.
+    """
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * cos + torch.cat((-x2, x1), dim=-1) * sin
+
+
+class Rotary(NamedTuple):
+    """cos and sin of every position's angles, (T or B, ..., D), broadcastable over heads."""
+
+    cos: torch.Tensor
+    sin: torch.Tensor
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         self.n_head = config.n_head
+        self.n_kv_head = config.kv_heads
         self.n_embd = config.n_embd
         self.head_dim = config.head_dim
         self.dropout = config.dropout
-        self.c_attn = Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v in one matmul
+        D, H, K = self.head_dim, self.n_head, self.n_kv_head
+        # q (H heads), k and v (K heads each) in one matmul
+        self.c_attn = Linear(config.n_embd, (H + 2 * K) * D, bias=config.has_qkv_bias)
         self.c_proj = Linear(config.n_embd, config.n_embd, bias=config.bias)
+        if config.qk_norm:
+            self.q_norm = nn.RMSNorm(D, eps=config.layer_norm_epsilon)
+            self.k_norm = nn.RMSNorm(D, eps=config.layer_norm_epsilon)
+        self.qk_norm = config.qk_norm
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, step: CacheStep | None = None, layer: int = 0) -> torch.Tensor:
+    def heads(self, qkv: torch.Tensor, rotary: Rotary | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q (B, T, H, D), k and v (B, T, K, D) from ``c_attn``'s output (B, T, (H + 2K) D):
+        split into heads, QK-normed and rotated as the config says."""
+        B, T, _ = qkv.shape
+        D, H, K = self.head_dim, self.n_head, self.n_kv_head
+        q, k, v = qkv.view(B, T, H + 2 * K, D).split((H, K, K), dim=2)
+        if self.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
+        if rotary is not None:
+            q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
+        return q, k, v
+
+    def forward(self, x: torch.Tensor, rotary: Rotary | None = None, step: CacheStep | None = None,
+                layer: int = 0) -> torch.Tensor:
         B, T, C = x.shape
+        q, k, v = self.heads(self.c_attn(x), rotary)
         if step is not None and T == 1:
-            return self.resid_dropout(self.c_proj(self._decode_one(self.c_attn(x), step, layer)))
-        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
-        q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, T, D)
-        k = k.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
-        v = v.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
+            return self.resid_dropout(self.c_proj(self._decode_one(q[:, 0], k[:, 0], v[:, 0], step, layer)))
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, H or K, T, D)
         mask, is_causal = None, T > 1
         if step is not None:
             cache, past = step.cache, step.first  # a prefill continues rows of one common length
             cache.keys[layer][:, :, past : past + T] = k
             cache.values[layer][:, :, past : past + T] = v
-            k, v = cache.keys[layer][:, :, : past + T], cache.values[layer][:, :, : past + T]  # (B, H, S, D)
+            k, v = cache.keys[layer][:, :, : past + T], cache.values[layer][:, :, : past + T]  # (B, K, S, D)
             if past > 0:  # new token i (absolute position past + i) sees keys 0 .. past + i
                 mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)
                 is_causal = False
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=is_causal,
-            dropout_p=self.dropout if self.training else 0.0,
-        )  # (B, H, T, D)
+        y = self._attend(q, k, v, mask, is_causal)  # (B, H, T, D)
         return self.resid_dropout(self.c_proj(y.transpose(1, 2).reshape(B, T, C)))
 
-    def _decode_one(self, qkv: torch.Tensor, step: CacheStep, layer: int) -> torch.Tensor:
-        """Attention of one new token per row; rows may hold different numbers of tokens."""
-        B = qkv.size(0)
-        q, k, v = qkv.view(B, 3, self.n_head, self.head_dim).unbind(1)  # each (B, H, D)
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+                is_causal: bool = False) -> torch.Tensor:
+        """Scaled dot-product attention of q (B, H, T, D) over k, v (B, K, S, D); K divides H."""
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=is_causal,
+            dropout_p=self.dropout if self.training else 0.0, enable_gqa=self.n_kv_head != self.n_head,
+        )
+
+    def _decode_one(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, step: CacheStep,
+                    layer: int) -> torch.Tensor:
+        """Attention of one new token per row, q (B, H, D), k and v (B, K, D); rows may hold different
+        numbers of tokens."""
+        B = q.size(0)
         first, last = step.first, step.last
-        keys, values = step.cache.keys[layer], step.cache.values[layer]  # (B, H, max_len, D)
+        keys, values = step.cache.keys[layer], step.cache.values[layer]  # (B, K, max_len, D)
         if first == last:
             keys[:, :, last] = k
             values[:, :, last] = v
         else:
             at = step.positions.view(B)  # each row's new token goes after its own length
-            rows = torch.arange(B, device=qkv.device)
+            rows = torch.arange(B, device=q.device)
             keys[rows, :, at] = k
             values[rows, :, at] = v
-        y = F.scaled_dot_product_attention(
-            q.unsqueeze(2), keys[:, :, : last + 1], values[:, :, : last + 1], attn_mask=step.visible
-        )  # (B, H, 1, D)
+        y = self._attend(q.unsqueeze(2), keys[:, :, : last + 1], values[:, :, : last + 1], step.visible)
         return y.transpose(1, 2).reshape(B, 1, self.n_embd)  # (B, 1, C)
 
 
 class MLP(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
-        self.c_fc = Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        self.c_proj = Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.kind = config.mlp
+        fan_out = 2 * config.hidden if config.mlp == "swiglu" else config.hidden  # swiglu: gate and up
+        self.c_fc = Linear(config.n_embd, fan_out, bias=config.bias)
+        self.c_proj = Linear(config.hidden, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # GPT-2's "gelu_new" is the tanh approximation; one fused kernel here
-        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
+        h = self.c_fc(x)  # (B, T, F) or (B, T, 2F)
+        if self.kind == "swiglu":
+            gate, up = h.chunk(2, dim=-1)
+            h = F.silu(gate) * up
+        elif self.kind == "relu2":
+            h = F.relu(h).square()
+        else:  # GPT-2's "gelu_new" is the tanh approximation; one fused kernel here
+            h = F.gelu(h, approximate="tanh")
+        return self.dropout(self.c_proj(h))
 
 
 class Block(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
-        self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon, bias=config.bias)
+        self.ln_1 = make_norm(config, config.n_embd)
         self.attn = CausalSelfAttention(config)
-        self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon, bias=config.bias)
+        self.ln_2 = make_norm(config, config.n_embd)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor, step: CacheStep | None = None, layer: int = 0) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), step, layer)
+    def forward(self, x: torch.Tensor, rotary: Rotary | None = None, step: CacheStep | None = None,
+                layer: int = 0) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), rotary, step, layer)
         return x + self.mlp(self.ln_2(x))
 
 
 class GPT(nn.Module):
-    """GPT-2: token + position embeddings, ``n_layer`` pre-norm blocks, final LayerNorm, tied LM head."""
+    """Token embeddings (+ learned positions, or rotary ones inside attention), ``n_layer`` pre-norm
+    blocks, a final norm and the LM head (tied to the token embedding, as in GPT-2, or not)."""
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         self.config = config
-        self.transformer = nn.ModuleDict(
-            dict(
-                wte=nn.Embedding(config.padded_vocab_size, config.n_embd),
-                wpe=nn.Embedding(config.block_size, config.n_embd),
-                drop=nn.Dropout(config.dropout),
-                h=nn.ModuleList(Block(config) for _ in range(config.n_layer)),
-                ln_f=nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon, bias=config.bias),
-            )
+        parts: dict[str, nn.Module] = dict(wte=nn.Embedding(config.padded_vocab_size, config.n_embd))
+        if config.positions == "learned":
+            parts["wpe"] = nn.Embedding(config.block_size, config.n_embd)
+        parts.update(
+            drop=nn.Dropout(config.dropout),
+            h=nn.ModuleList(Block(config) for _ in range(config.n_layer)),
+            ln_f=make_norm(config, config.n_embd),
         )
+        self.transformer = nn.ModuleDict(parts)
         self.lm_head = Linear(config.n_embd, config.padded_vocab_size, bias=False)
-        self.lm_head.weight = self.transformer.wte.weight  # weight tying, as in GPT-2
+        self.tie_weights()
+        if config.positions == "rotary":  # angles of every position: not parameters, not saved
+            D = config.head_dim
+            self.register_buffer("rope_cos", torch.empty(config.block_size, D), persistent=False)
+            self.register_buffer("rope_sin", torch.empty(config.block_size, D), persistent=False)
+            self.reset_buffers()
         self.apply(self._init_weights)
         # GPT-2 scales the projections that write into the residual stream by 1/sqrt(2 * n_layer)
         for name, param in self.named_parameters():
             if name.endswith("c_proj.weight"):
                 nn.init.normal_(param, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    def tie_weights(self) -> None:
+        """Make the LM head share the token embedding's weight, if the config ties them (again
+        after ``to_empty`` or a load with ``assign=True``, which replace parameters)."""
+        if self.config.tie_embeddings:
+            self.lm_head.weight = self.transformer.wte.weight
+
+    def tied_keys(self) -> tuple[str, ...]:
+        """State-dict keys that only repeat another parameter (saved once, under the other name)."""
+        return ("lm_head.weight",) if self.config.tie_embeddings else ()
+
+    @torch.no_grad()
+    def reset_buffers(self) -> None:
+        """(Re)compute the rotary angles in place, on their current device (after ``to_empty``)."""
+        if self.config.positions != "rotary" or self.rope_cos.is_meta:
+            return
+        device = self.rope_cos.device
+        positions = torch.arange(self.config.block_size, dtype=torch.float32, device=device)
+        angles = torch.outer(positions, rotary_frequencies(self.config).to(device))  # (block_size, D/2)
+        angles = torch.cat((angles, angles), dim=-1)  # (block_size, D): each pair's angle, twice
+        self.rope_cos.copy_(angles.cos())
+        self.rope_sin.copy_(angles.sin())
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -221,8 +326,9 @@ class GPT(nn.Module):
     def num_parameters(self, exclude_position_embeddings: bool = False) -> int:
         """Number of parameters (tied weights counted once; vocabulary padding rows not counted)."""
         n = sum(p.numel() for p in self.parameters())
-        n -= (self.config.padded_vocab_size - self.config.vocab_size) * self.config.n_embd
-        if exclude_position_embeddings:
+        padding = (self.config.padded_vocab_size - self.config.vocab_size) * self.config.n_embd
+        n -= padding if self.config.tie_embeddings else 2 * padding
+        if exclude_position_embeddings and "wpe" in self.transformer:
             n -= self.transformer.wpe.weight.numel()
         return n
 
@@ -301,11 +407,23 @@ class GPT(nn.Module):
         step = CacheStep(cache, 0, cache.max_len - 1, pos, _visible_keys(pos, cache.max_len))
         return self._logits(self._hidden(idx, pos, step))[:, -1]
 
+    def rotary(self, pos: torch.Tensor) -> Rotary | None:
+        """The rotary angles of positions ``pos`` (T,) or (B, 1), shaped to broadcast over
+        (B, T, heads, D); None for learned positions."""
+        if self.config.positions != "rotary":
+            return None
+        # (T, 1, D) for a prefill's positions (T,), (B, 1, 1, D) for one token per row (B, 1)
+        return Rotary(self.rope_cos[pos].unsqueeze(-2), self.rope_sin[pos].unsqueeze(-2))
+
     def _hidden(self, idx: torch.Tensor, pos: torch.Tensor, step: CacheStep | None) -> torch.Tensor:
-        """Embeddings, the blocks and the final LayerNorm: (B, T) token ids → (B, T, C)."""
-        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        """Embeddings, the blocks and the final norm: (B, T) token ids → (B, T, C)."""
+        x = self.transformer.wte(idx)  # (B, T, C)
+        if "wpe" in self.transformer:
+            x = x + self.transformer.wpe(pos)
+        x = self.transformer.drop(x)
+        rotary = self.rotary(pos)
         for layer, block in enumerate(self.transformer.h):
-            x = block(x, step, layer)
+            x = block(x, rotary, step, layer)
         return self.transformer.ln_f(x)
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:

@@ -34,7 +34,6 @@ from gptlab.data.tokenizer import Tokenizer
 
 FORMAT_VERSION = 1
 LATEST = "LATEST"
-TIED_KEYS = ("lm_head.weight",)  # shares storage with transformer.wte.weight; stored once
 
 
 @dataclass
@@ -101,7 +100,7 @@ def save_checkpoint(
         weights = {
             k: v.detach().cpu().contiguous()
             for k, v in (model.state_dict() if model_state is None else model_state).items()
-            if k not in TIED_KEYS
+            if k not in model.tied_keys()
         }
         save_file(weights, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         rng = {"torch": torch.get_rng_state()}
@@ -227,7 +226,7 @@ def load_checkpoint(
     weights = _load_tensors(folder / "model.safetensors")
     with torch.device("meta"):
         model = GPT(config)
-    expected_shapes = {k: v.shape for k, v in model.state_dict().items() if k not in TIED_KEYS}
+    expected_shapes = {k: v.shape for k, v in model.state_dict().items() if k not in model.tied_keys()}
     missing = sorted(set(expected_shapes) - set(weights))
     unexpected = sorted(set(weights) - set(expected_shapes))
     if missing or unexpected:
@@ -241,7 +240,8 @@ def load_checkpoint(
             )
     model = model.to_empty(device=device)
     model.load_state_dict(weights, strict=False)
-    model.lm_head.weight = model.transformer.wte.weight  # re-tie after to_empty
+    model.tie_weights()  # to_empty made the head a parameter of its own
+    model.reset_buffers()  # and left the rotary angles uninitialised
     optimizer_state = None
     if with_optimizer and record.get("optimizer") is not None:
         optimizer_state = _optimizer_state(_load_tensors(folder / "optimizer.safetensors"), record["optimizer"])
