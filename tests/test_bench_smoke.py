@@ -1,6 +1,7 @@
 """The benchmark scripts in bench/ run end to end on tiny settings (their numbers are not checked here)."""
 
 import importlib
+import shutil
 import sys
 from pathlib import Path
 
@@ -81,3 +82,52 @@ def test_gpu_train_quality_recipe_runs_on_cpu(bench, tmp_path, corpus_file):
         "--work-dir", str(tmp_path / "q"),
     ])
     assert results["reached"] and results["config"]["dropout"] == 0.2
+
+
+def test_code_quality_runs_on_a_tiny_run(bench, tmp_path, corpus_file, capsys):
+    from gptlab.train.trainer import TrainConfig, build_trainer
+
+    run = tmp_path / "run"
+    build_trainer(TrainConfig(
+        data=str(corpus_file), out=str(run), preset="tiny", tokenizer="char", block_size=16, n_embd=32,
+        batch_size=4, max_steps=3, warmup_steps=1, eval_iters=1, progress=False, sample_tokens=0,
+    )).fit()
+    code_quality = bench("code_quality")
+    argv = [str(run), "--samples", "3", "--max-new-tokens", "24", "--max-eval-bytes", "800", "--device", "cpu"]
+    results = code_quality.main([*argv, "--json", str(tmp_path / "cq.json")])
+    heldout, parse = results["heldout"], results["parse"]
+    assert results["run"]["steps"] == 3 and results["run"]["training_s"] > 0
+    assert heldout["source"].endswith("val.bin") and 0 < heldout["bytes"] <= 800
+    # every text token is scored once (the char tokenizer: one token per character here)
+    assert heldout["tokens"] == heldout["bytes"] and heldout["bits_per_byte"] > 0
+    assert parse["samples"] == 3 and len(parse["functions"]) == 3
+    assert parse["max_new_tokens"] == 16 - 3  # capped: context 16, and the prompt "def" is 3 characters
+    assert (tmp_path / "cq.json").exists()
+    out = capsys.readouterr().out
+    assert "held-out bits per byte" in out and "parse rate (T=0.8): " in out and "parse rate (greedy)" in out
+
+    # without the run's data dir, the val documents are re-split from the corpus: the same text
+    shutil.rmtree(run / "data")
+    again = code_quality.main(argv + ["--samples", "0"])["heldout"]
+    assert again["sha256"] == heldout["sha256"]
+    assert again["bits_per_byte"] == pytest.approx(heldout["bits_per_byte"])
+
+    with pytest.raises(SystemExit, match="no such run"):  # one line, not a traceback
+        code_quality.main([str(tmp_path / "missing")])
+
+
+def test_code_quality_cuts_functions_where_the_next_statement_starts(bench):
+    code_quality = bench("code_quality")
+
+    def cut(text: str) -> str | None:
+        end = code_quality.function_end(text)
+        return None if end is None else text[:end]
+
+    assert cut("def f(x):\n    return x\n\ndef g():\n") == "def f(x):\n    return x\n\n"
+    assert cut("def f(\n    a,\n):\n    return a\nx = 1\n") == "def f(\n    a,\n):\n    return a\n"
+    assert cut('def f():\n    """doc\nat column 0\n"""\n# note\n    return 1\ny\n').endswith("return 1\n")
+    assert cut("    def f(self): pass\n    def g(self): pass\n") == "    def f(self): pass\n"
+    assert cut("def f():\n    return 1\n") is None  # not ended yet: out of tokens here means truncated
+    assert code_quality.parse_error("    def f(self):\n        return 1\n") is None
+    assert code_quality.parse_error("default = 1\n") == "not a def: Assign"
+    assert code_quality.parse_error("def f(:\n").startswith("SyntaxError")
