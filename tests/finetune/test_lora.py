@@ -27,11 +27,14 @@ from gptlab.finetune.lora import (
 from gptlab.model.gpt import GPT
 
 CONFIG = GPTConfig(vocab_size=50, block_size=16, n_layer=2, n_head=2, n_embd=16, dropout=0.0)
+# today's family: rotary, RMSNorm, SwiGLU (gate and up fused in c_fc), grouped-query attention, untied head
+LLAMA = CONFIG.replace(norm="rmsnorm", positions="rotary", mlp="swiglu", bias=False, n_head=4, n_kv_head=2,
+                       mlp_hidden=24, tie_embeddings=False)
 
 
-def tiny_gpt(seed: int = 0) -> GPT:
+def tiny_gpt(seed: int = 0, config: GPTConfig = CONFIG) -> GPT:
     torch.manual_seed(seed)
-    return GPT(CONFIG)
+    return GPT(config)
 
 
 def batch(seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
@@ -126,8 +129,9 @@ def test_training_the_adapters_leaves_the_base_weights_bit_identical():
     assert all(torch.count_nonzero(m.lora_B) > 0 for m in lora_modules(model).values())
 
 
-def test_merged_logits_equal_adapter_logits_and_unmerge_restores_the_weights():
-    model = tiny_gpt()
+@pytest.mark.parametrize("config", [CONFIG, LLAMA], ids=["gpt2", "llama"])
+def test_merged_logits_equal_adapter_logits_and_unmerge_restores_the_weights(config: GPTConfig):
+    model = tiny_gpt(config=config)
     inject_lora(model, LoRAConfig(rank=4, dropout=0.2))
     randomize_adapters(model)
     model.eval()
@@ -144,10 +148,10 @@ def test_merged_logits_equal_adapter_logits_and_unmerge_restores_the_weights():
         merged, _ = model(x)
     assert not lora_modules(model)
     assert all(isinstance(m, nn.Linear) for n, m in model.named_modules() if n.endswith(("c_attn", "c_proj", "c_fc")))
-    assert set(model.state_dict()) == set(tiny_gpt().state_dict())
+    assert set(model.state_dict()) == set(tiny_gpt(config=config).state_dict())
     torch.testing.assert_close(merged_in_place, adapted, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(merged, adapted, rtol=1e-5, atol=1e-5)
-    base_logits, _ = tiny_gpt().eval()(x)
+    base_logits, _ = tiny_gpt(config=config).eval()(x)
     assert not torch.allclose(merged, base_logits, atol=1e-3)  # the adapter did change something
 
 

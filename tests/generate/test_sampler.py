@@ -202,6 +202,17 @@ def test_compiled_decoding_matches_eager_and_follows_weight_changes():
 
 
 @needs_compiler
+@pytest.mark.slow
+def test_compiled_decoding_of_the_llama_shape_matches_eager():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=50, block_size=32, n_layer=2, n_head=4, n_embd=32, norm="rmsnorm",
+                          positions="rotary", mlp="swiglu", bias=False, n_kv_head=2, tie_embeddings=False)).eval()
+    greedy = SamplingParams(max_new_tokens=20, temperature=0)
+    prompt = list(range(12))
+    assert list(generate_tokens(model, prompt, greedy, compile=True)) == list(generate_tokens(model, prompt, greedy))
+
+
+@needs_compiler
 def test_compiled_steps_are_kept_per_weights():
     """Building the compiled step is lazy (compiling waits for its first call), so this runs without compiling."""
     torch.manual_seed(0)

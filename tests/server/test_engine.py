@@ -36,7 +36,20 @@ def run(engine, requests, cancel_after=None):
 PROMPTS = [[5, 9, 3, 7], [1], [2, 4, 6, 8, 10, 12, 14, 16, 18, 20], [11, 12, 13]]
 
 
-def test_batched_greedy_equals_generate_tokens_alone(model, tokenizer):
+@pytest.fixture(params=["gpt2", "llama"])
+def any_shape(request, model, tokenizer):
+    """The conftest's GPT-2 shaped model, and the same size in today's family."""
+    if request.param == "gpt2":
+        return model
+    from gptlab.model import GPT
+
+    torch.manual_seed(0)
+    return GPT(model.config.replace(norm="rmsnorm", positions="rotary", mlp="swiglu", bias=False, n_head=4,
+                                    n_kv_head=2, tie_embeddings=False)).eval()
+
+
+def test_batched_greedy_equals_generate_tokens_alone(any_shape, tokenizer):
+    model = any_shape
     params = SamplingParams(max_new_tokens=20, temperature=0)
     events = run(Engine(model, tokenizer, EngineConfig(max_batch_size=3)), [GenerationRequest(p, params) for p in PROMPTS])
     for prompt, evs in zip(PROMPTS, events):

@@ -97,6 +97,15 @@ def test_fsdp_matches_ddp_and_resumes_on_one_process(single, tmp_path):
     assert losses(tmp_path / "fsdp") == pytest.approx(expected, rel=1e-4)
 
 
+def test_fsdp_trains_the_llama_shape_as_one_process_does(single, tmp_path):
+    base, _ = single
+    shape = {"preset": "llama-tiny", "n_embd": 32}
+    one = tmp_path / "one"
+    build_trainer(TrainConfig.from_dict(settings(base / "corpus.txt", one, **shape))).fit()
+    torchrun(tmp_path, settings(base / "corpus.txt", tmp_path / "fsdp", fsdp=True, **shape))
+    assert losses(tmp_path / "fsdp") == pytest.approx(losses(one), rel=1e-4)
+
+
 def test_fsdp_without_torchrun_is_a_config_error(single, tmp_path):
     from gptlab.errors import ConfigError
 

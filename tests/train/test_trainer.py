@@ -111,14 +111,15 @@ def test_gradient_accumulation_matches_a_big_batch(corpus_file, tmp_path):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
 
 
-@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
-def test_resume_in_process_is_bit_identical(corpus_file, tmp_path, optimizer):
-    full = build_trainer(tiny_config(corpus_file, tmp_path / "full", optimizer=optimizer))
+@pytest.mark.parametrize("optimizer, preset", [("adamw", "tiny"), ("muon", "tiny"), ("muon", "llama-tiny")])
+def test_resume_in_process_is_bit_identical(corpus_file, tmp_path, optimizer, preset):
+    full = build_trainer(tiny_config(corpus_file, tmp_path / "full", optimizer=optimizer, preset=preset))
     full.fit()
-    part = build_trainer(tiny_config(corpus_file, tmp_path / "part", optimizer=optimizer))
+    part = build_trainer(tiny_config(corpus_file, tmp_path / "part", optimizer=optimizer, preset=preset))
     part.fit(steps=10)
     del part
-    resumed = build_trainer(tiny_config(corpus_file, tmp_path / "part", optimizer=optimizer), resume=True)
+    resumed = build_trainer(tiny_config(corpus_file, tmp_path / "part", optimizer=optimizer, preset=preset),
+                            resume=True)
     assert resumed.step == 10
     resumed.fit()
     assert losses(tmp_path / "part") == losses(tmp_path / "full")
