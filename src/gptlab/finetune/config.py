@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from gptlab.model.config import dataclass_from_dict
+from gptlab.model.config import check_positive_ints, dataclass_from_dict
 from gptlab.errors import ConfigError
 from gptlab.train.config import check_optimization_settings
 
@@ -99,14 +99,8 @@ class FinetuneConfig:
     def __post_init__(self) -> None:
         if isinstance(self.lora, dict):
             self.lora = LoRAConfig.from_dict(self.lora)
-        for name in ("batch_size", "grad_accum", "eval_interval", "log_interval", "checkpoint_interval"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("max_steps", "early_stopping"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-                raise ConfigError(f"{name} must be a positive integer or None, got {value!r}")
+        check_positive_ints(self, ("batch_size", "grad_accum", "eval_interval", "log_interval", "checkpoint_interval"))
+        check_positive_ints(self, ("max_steps", "early_stopping"), optional=True)
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction!r}")
         if self.early_stopping is not None and self.val_fraction == 0:

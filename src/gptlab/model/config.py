@@ -35,6 +35,16 @@ POSITIONS = ("learned", "rotary")
 MLPS = ("gelu", "swiglu", "relu2")
 
 
+def check_positive_ints(obj: Any, names: tuple[str, ...], *, optional: bool = False) -> None:
+    """Raise ConfigError unless each named field of ``obj`` is a positive int (or None, if ``optional``)."""
+    for name in names:
+        value = getattr(obj, name)
+        if optional and value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(f"{name} must be a positive integer{' or null' if optional else ''}, got {value!r}")
+
+
 @dataclass(frozen=True)
 class GPTConfig:
     """Shape of a decoder-only transformer. Validated at construction: a bad config never reaches the model.
@@ -73,15 +83,9 @@ class GPTConfig:
     tie_embeddings: bool = True  # the LM head shares the token embedding's weights
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "vocab_pad_multiple",
-                     "rope_original_context"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("mlp_hidden", "n_kv_head"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-                raise ConfigError(f"{name} must be a positive integer or null, got {value!r}")
+        check_positive_ints(self, ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "vocab_pad_multiple",
+                                   "rope_original_context"))
+        check_positive_ints(self, ("mlp_hidden", "n_kv_head"), optional=True)
         if self.n_embd % self.n_head != 0:
             raise ConfigError(
                 f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})"

@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from gptlab.model.config import GPTConfig, dataclass_from_dict, preset
+from gptlab.model.config import GPTConfig, check_positive_ints, dataclass_from_dict, preset
 from gptlab.errors import ConfigError
 
 
@@ -61,12 +61,8 @@ class TrainConfig:
     sample_prompt: str = ""
 
     def __post_init__(self) -> None:
-        positive = ("batch_size", "grad_accum", "max_steps", "eval_interval", "eval_iters",
-                    "log_interval", "checkpoint_interval", "vocab_size")
-        for name in positive:
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        check_positive_ints(self, ("batch_size", "grad_accum", "max_steps", "eval_interval", "eval_iters",
+                                   "log_interval", "checkpoint_interval", "vocab_size"))
         for name in ("warmup_steps", "sample_tokens", "seed"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)!r}")
