@@ -315,7 +315,7 @@ def test_vocab_and_merges_without_tokenizer_json(exported: tuple[GPT, Path], tmp
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"model_type": "llama", "architectures": ["LlamaForCausalLM"]}, "model_type is 'llama'"),
+        ({"model_type": "bert", "architectures": ["BertForMaskedLM"]}, "model_type is 'bert'"),
         ({"architectures": ["GPT2ForSequenceClassification"]}, "architecture GPT2ForSequenceClassification"),
         ({"activation_function": "relu"}, "activation_function is 'relu'"),
         ({"n_inner": 100}, "n_inner is 100"),
@@ -482,14 +482,14 @@ def test_cli_import_sample_export(exported, tmp_path: Path, capsys, monkeypatch)
     assert load_checkpoint(run).model is not None
 
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
-    code, _, stderr = run_cli(capsys, "import-hf", "openai-community/gpt2", "--out", str(tmp_path / "x"))
+    code, _, stderr = run_cli(capsys, "import-hf", "openai-community/gpt2", "--out", str(tmp_path / "x"), "--offline")
     assert code == 1 and stderr.count("\n") == 1
     assert "not found in the local Hugging Face cache" in stderr and not (tmp_path / "x").exists()
 
-    llama = copy_dir(out, tmp_path / "llama")
-    edit_config(llama, model_type="llama")
-    code, _, stderr = run_cli(capsys, "import-hf", str(llama), "--out", str(tmp_path / "y"))
-    assert code == 1 and "model_type is 'llama'" in stderr and stderr.count("\n") == 1
+    bert = copy_dir(out, tmp_path / "bert")
+    edit_config(bert, model_type="bert")
+    code, _, stderr = run_cli(capsys, "import-hf", str(bert), "--out", str(tmp_path / "y"))
+    assert code == 1 and "model_type is 'bert'" in stderr and stderr.count("\n") == 1
 
 
 @pytest.mark.parametrize("command", ["import-hf", "export-hf"])

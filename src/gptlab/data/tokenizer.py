@@ -32,6 +32,8 @@ from gptlab.errors import TokenizerError
 logger = logging.getLogger(__name__)
 
 EOT = "<|endoftext|>"
+# What Hugging Face tokenizers without <|endoftext|> call the end of text (Llama 3; Llama 2 and Mistral)
+EOT_ALIASES: tuple[str, ...] = ("<|end_of_text|>", "</s>")
 # end of text, few-shot separator, chat turn markers
 DEFAULT_SPECIAL_TOKENS: tuple[str, ...] = (EOT, "<|sep|>", "<|im_start|>", "<|im_end|>")
 TOKENIZER_FILE = "tokenizer.json"
@@ -45,7 +47,8 @@ class Tokenizer(ABC):
 
     Contract shared by both kinds: every id in ``[0, vocab_size)`` decodes; decoding never raises
     on a valid id (incomplete UTF-8 becomes U+FFFD); ``decode(encode(t, allow_special=False)) == t``
-    for every string ``t`` without lone surrogates; ``<|endoftext|>`` is always a special token.
+    for every string ``t`` without lone surrogates; the end-of-text token (:attr:`eot_token`) is
+    always a special token.
     """
 
     kind: str
@@ -61,9 +64,15 @@ class Tokenizer(ABC):
         """Special token string → id."""
 
     @property
+    def eot_token(self) -> str:
+        """The end-of-text token: ``<|endoftext|>`` (a BPE imported from a model without it may
+        use one of :data:`EOT_ALIASES` instead)."""
+        return EOT
+
+    @property
     def eot_id(self) -> int:
-        """Id of ``<|endoftext|>``, which ends every document in a prepared corpus."""
-        return self.special_tokens[EOT]
+        """Id of :attr:`eot_token`, which ends every document in a prepared corpus."""
+        return self.special_tokens[self.eot_token]
 
     @abstractmethod
     def encode(self, text: str, allow_special: bool = True) -> list[int]:
@@ -303,7 +312,12 @@ def train_char_tokenizer(
 
 
 class BPETokenizer(Tokenizer):
-    """Byte-level BPE backed by a ``tokenizers.Tokenizer`` (the same machinery as GPT-2's)."""
+    """BPE backed by a ``tokenizers.Tokenizer``: GPT-2's byte-level pipeline when trained here,
+    any BPE pipeline of a Hugging Face ``tokenizer.json`` (e.g. Llama's byte fallback) when loaded.
+
+    The end-of-text token is ``<|endoftext|>`` if the vocabulary has it, else the first of
+    :data:`EOT_ALIASES` that is a special token.
+    """
 
     kind = "bpe"
 
@@ -313,10 +327,9 @@ class BPETokenizer(Tokenizer):
         if not isinstance(backend.model, models.BPE):
             raise TokenizerError(f"unsupported tokenizer model {type(backend.model).__name__}: need BPE")
         self._backend = backend
-        if backend.token_to_id(EOT) is None:
-            raise TokenizerError(f"BPE tokenizer has no {EOT} token")
-        if EOT not in self.special_tokens:  # e.g. present in the vocabulary but not marked special
-            self.add_special_tokens([EOT])
+        self._eot = _end_of_text_token(backend)
+        if self._eot not in self.special_tokens:  # e.g. present in the vocabulary but not marked special
+            self.add_special_tokens([self._eot])
         self._refresh()
 
     def _refresh(self) -> None:
@@ -324,6 +337,10 @@ class BPETokenizer(Tokenizer):
         self._added = {i: t.content for i, t in self._backend.get_added_tokens_decoder().items()}
         self._vocab_size = max(self._backend.get_vocab(with_added_tokens=True).values()) + 1
         self._plain_backend: Any = None  # copy with special-token splitting disabled, built on demand
+
+    @property
+    def eot_token(self) -> str:
+        return self._eot
 
     @property
     def backend(self) -> Any:
@@ -402,6 +419,18 @@ class BPETokenizer(Tokenizer):
         except Exception as e:  # tokenizers raises plain Exception for malformed JSON models
             raise TokenizerError(f"invalid Hugging Face tokenizer: {e}") from e
         return cls(backend)
+
+
+def _end_of_text_token(backend: Any) -> str:
+    """``<|endoftext|>`` if ``backend``'s vocabulary has it, else the first of
+    :data:`EOT_ALIASES` among its special tokens; TokenizerError if neither."""
+    if backend.token_to_id(EOT) is not None:
+        return EOT
+    special = {t.content for t in backend.get_added_tokens_decoder().values() if t.special}
+    for alias in EOT_ALIASES:
+        if alias in special:
+            return alias
+    raise TokenizerError(f"BPE tokenizer has no {EOT} token (nor a special {' or '.join(EOT_ALIASES)})")
 
 
 def _byte_level_backend(model: Any) -> Any:

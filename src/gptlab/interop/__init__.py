@@ -1,10 +1,18 @@
 """Other tools' formats: Hugging Face ``transformers`` checkpoints, in and out.
 
-- :mod:`~gptlab.interop.hf` — :func:`import_hf` turns a Hugging Face GPT-2 (a directory or a model
-  id in the local cache) into a gptlab model and tokenizer; :func:`export_hf` writes a directory
-  that ``transformers`` loads with ``from_pretrained``.
+- :mod:`~gptlab.interop.hf` — :func:`import_hf` turns a Hugging Face ``GPT2LMHeadModel``,
+  ``LlamaForCausalLM``, ``MistralForCausalLM``, ``Qwen2ForCausalLM`` or ``Qwen3ForCausalLM``
+  directory into a gptlab model and tokenizer; :func:`export_hf` writes a directory that
+  ``transformers`` loads with ``from_pretrained`` (GPT-2, Llama, Qwen2 or Qwen3, as the config says);
+- :mod:`~gptlab.interop.hub` — :func:`resolve_hf_source` finds a model id in the local Hugging Face
+  cache, :func:`fetch_hf_model` downloads it when it is not there;
+- :mod:`~gptlab.interop.hf_gpt2`, :mod:`~gptlab.interop.hf_llama` — each architecture's config and
+  weight names; :mod:`~gptlab.interop.hf_weights` — the one weight mapping both use;
+  :mod:`~gptlab.interop.hf_files` — reading and writing model directories;
+  :mod:`~gptlab.interop.hf_tokenizer` — tokenizers with identical ids.
 """
 
-from gptlab.interop.hf import export_hf, import_hf, resolve_hf_source
+from gptlab.interop.hf import HFModel, export_hf, import_hf
+from gptlab.interop.hub import fetch_hf_model, hf_cache_dir, resolve_hf_source
 
-__all__ = ["export_hf", "import_hf", "resolve_hf_source"]
+__all__ = ["HFModel", "export_hf", "fetch_hf_model", "hf_cache_dir", "import_hf", "resolve_hf_source"]
