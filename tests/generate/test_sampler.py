@@ -74,10 +74,23 @@ def test_invalid_parameters_and_prompts(model):
         SamplingParams(top_k=0)
     with pytest.raises(GenerationError, match="empty"):
         list(generate_tokens(model, [], SamplingParams()))
-    with pytest.raises(GenerationError, match="longer than the context"):
-        list(generate_tokens(model, [1] * 65, SamplingParams(max_new_tokens=1)))
-    with pytest.raises(GenerationError, match="exceeds the context"):
-        list(generate_tokens(model, [1] * 60, SamplingParams(max_new_tokens=10)))
+
+
+@pytest.mark.parametrize("prompt_len", [10, 100])
+def test_generation_goes_on_past_the_context(model, prompt_len):
+    """Greedy tokens equal an uncached reference that sees what the sampler promises: the prompt's
+    last block_size tokens, then, whenever the context is full, the last block_size // 2 again."""
+    block, keep = model.config.block_size, model.config.block_size // 2
+    prompt = torch.randint(0, model.config.vocab_size, (prompt_len,), generator=torch.Generator().manual_seed(3))
+    got = list(generate_tokens(model, prompt.tolist(), SamplingParams(max_new_tokens=150, temperature=0)))
+    history, start = prompt.tolist(), max(0, prompt_len - block)
+    with torch.no_grad():
+        for _ in range(150):
+            if len(history) - start > block:
+                start = len(history) - keep
+            logits = model(torch.tensor([history[start:]]))[0][0, -1]
+            history.append(int(logits.argmax()))
+    assert got == history[prompt_len:]
 
 
 def test_streamed_pieces_join_to_the_decoded_text(model, tokenizer):
@@ -207,7 +220,7 @@ def test_compiled_decoding_of_the_llama_shape_matches_eager():
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=50, block_size=32, n_layer=2, n_head=4, n_embd=32, norm="rmsnorm",
                           positions="rotary", mlp="swiglu", bias=False, n_kv_head=2, tie_embeddings=False)).eval()
-    greedy = SamplingParams(max_new_tokens=20, temperature=0)
+    greedy = SamplingParams(max_new_tokens=40, temperature=0)  # 12 + 40 > 32: the window slides once
     prompt = list(range(12))
     assert list(generate_tokens(model, prompt, greedy, compile=True)) == list(generate_tokens(model, prompt, greedy))
 

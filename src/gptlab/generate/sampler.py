@@ -172,27 +172,21 @@ def generate_tokens(
     """Yield up to ``params.max_new_tokens`` sampled token ids that continue ``prompt_ids``.
 
     The prompt is run once through the model (prefill) into a KV cache; each next token then costs
-    one forward pass of a single position. With ``compile``, those one-token passes run through
+    one forward pass of a single position. Generation goes on past the context, as nanoGPT's does:
+    a prompt longer than the context keeps its last ``block_size`` tokens, and when the cache is
+    full the last ``block_size // 2`` tokens become a new prompt (one prefill), so the model always
+    sees between half a context and a full one. With ``compile``, the one-token passes run through
     ``torch.compile`` (see ``gptlab.generate.compiled``): the first call compiles for tens of
     seconds, later calls with the same weights reuse it; the tokens are the same up to float
-    rounding. Raises GenerationError if the prompt is empty or the prompt plus the new tokens do
-    not fit in the context.
+    rounding. Raises GenerationError if the prompt is empty.
     """
     if len(prompt_ids) == 0:
         raise GenerationError("the prompt is empty: give at least one token")
-    block_size = model.config.block_size
-    total = len(prompt_ids) + params.max_new_tokens
-    if len(prompt_ids) > block_size:
-        raise GenerationError(
-            f"prompt is {len(prompt_ids)} tokens, longer than the context length of {block_size}"
-        )
-    if total > block_size:
-        raise GenerationError(
-            f"prompt ({len(prompt_ids)} tokens) + max_new_tokens ({params.max_new_tokens}) "
-            f"exceeds the context length of {block_size}"
-        )
     if params.max_new_tokens == 0:
         return
+    block_size = model.config.block_size
+    history = list(prompt_ids)[-block_size:]  # what the model may see: the end of the text so far
+    keep = max(1, block_size // 2)  # tokens a full cache starts over with
     # the prefill makes the first token: a compiled step is for the ones after it
     step = compiled_decode_step(model) if compile and params.max_new_tokens > 1 else None
     was_training = model.training
@@ -200,18 +194,27 @@ def generate_tokens(
     device = model.transformer.wte.weight.device
     sampler = SequenceSampler(params, model.config.vocab_size, device)
     # a compiled step is built for one cache shape: give every generation the full context
-    cache = model.new_cache(batch_size=1, max_len=total if step is None else block_size)
+    fits = len(history) + params.max_new_tokens <= block_size
+    cache = model.new_cache(batch_size=1, max_len=len(history) + params.max_new_tokens
+                            if fits and step is None else block_size)
     try:
-        idx = torch.tensor([list(prompt_ids)], dtype=torch.long, device=device)  # (1, T)
-        for i in range(params.max_new_tokens):
-            if step is None or i == 0:
+        idx = torch.tensor([history], dtype=torch.long, device=device)  # (1, T)
+        prefill = True
+        for _ in range(params.max_new_tokens):
+            if not prefill and int(cache.lengths[0]) == cache.max_len:  # full: start over from the end
+                cache.reset()
+                idx = torch.tensor([history[-keep:]], dtype=torch.long, device=device)  # (1, keep)
+                prefill = True
+            if prefill or step is None:
                 logits = model(idx, cache=cache, last_only=True)[0][:, -1]  # (1, V)
             else:
                 logits = step(idx, cache.lengths.to(device), cache)  # (1, V)
                 cache.lengths += 1
+            prefill = False
             next_id = sample_rows(logits, [sampler])  # (1,)
             token = int(next_id.item())
             sampler.observe(token)
+            history = history[-block_size:] + [token]
             yield token
             idx = next_id.view(1, 1)
     finally:
