@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmark scripts: the Hugging Face twin of a gptlab model, and timing.
+"""Helpers shared by the benchmark scripts: the model shapes, their Hugging Face twins, and timing.
 
 Every benchmark measures gptlab and its reference in the same process, in interleaved rounds,
 and reports ratios, so that the noise of a shared or throttled machine cancels out.
@@ -14,17 +14,53 @@ from typing import Any
 
 import torch
 
+from gptlab.model.config import GPTConfig
 from gptlab.model.gpt import GPT
 
 # Hugging Face's GPT-2 keeps these weights in Conv1D layers, stored (in, out): the transpose of nn.Linear.
 HF_TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 
 
+SHAPES = ("gpt2", "llama")
+
+
+def bench_config(shape: str, *, vocab_size: int, block_size: int, n_layer: int, n_head: int, n_embd: int) -> GPTConfig:
+    """The model a benchmark measures: GPT-2's shape, or today's Llama family at the same size
+    (RMSNorm, rotary, SwiGLU of width 8/3·C rounded up to 64, half as many key/value heads, no
+    biases, untied head)."""
+    config = GPTConfig(vocab_size=vocab_size, block_size=block_size, n_layer=n_layer, n_head=n_head,
+                       n_embd=n_embd, dropout=0.0)
+    if shape == "gpt2":
+        return config
+    return config.replace(norm="rmsnorm", positions="rotary", mlp="swiglu", bias=False, tie_embeddings=False,
+                          n_kv_head=max(1, n_head // 2), mlp_hidden=64 * -(-8 * n_embd // (3 * 64)))
+
+
+def shape_line(config: GPTConfig) -> str:
+    """``GPT-2 arch`` or ``Llama arch (GQA 4/2, SwiGLU 704)``: what the tables print."""
+    if config.positions == "learned":
+        return "GPT-2 arch"
+    return f"Llama arch (GQA {config.n_head}/{config.kv_heads}, SwiGLU {config.hidden}, untied head)"
+
+
 def hf_twin(model: GPT, attn_implementation: str = "sdpa") -> Any:
-    """A ``transformers.GPT2LMHeadModel`` of the same shape holding a copy of ``model``'s weights."""
+    """A ``transformers`` model of the same shape holding a copy of ``model``'s weights:
+    ``GPT2LMHeadModel`` for GPT-2's shape, ``LlamaForCausalLM`` for the family (mapped by
+    ``gptlab.interop``, the code ``gptlab export-hf`` uses)."""
     import transformers
 
     cfg = model.config
+    if cfg.positions == "rotary":
+        from gptlab.interop.hf_llama import layout_for
+        from gptlab.interop.hf_weights import to_hf_weights
+
+        layout = layout_for(cfg, 0, torch.float32, qwen2_tokenizer=False)
+        hf_config = transformers.AutoConfig.for_model(**layout.hf_config)
+        hf = transformers.AutoModelForCausalLM.from_config(hf_config, attn_implementation=attn_implementation)
+        missing, unexpected = hf.load_state_dict(to_hf_weights(model, layout), strict=False)
+        if unexpected or set(missing) - {"lm_head.weight"}:
+            raise RuntimeError(f"twin weights do not map: missing {missing}, unexpected {unexpected}")
+        return hf.train(model.training)
     hf_config = transformers.GPT2Config(
         vocab_size=cfg.vocab_size, n_positions=cfg.block_size, n_embd=cfg.n_embd,
         n_layer=cfg.n_layer, n_head=cfg.n_head, layer_norm_epsilon=cfg.layer_norm_epsilon,

@@ -36,9 +36,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from _common import hf_twin, interleaved_rounds, machine_line, median_ratio, print_table
+from _common import SHAPES, bench_config, hf_twin, shape_line, interleaved_rounds, machine_line, median_ratio, print_table
 from gptlab.generate.compiled import CPU_OPTIONS
-from gptlab.model.config import GPTConfig
 from gptlab.generate.sampler import SamplingParams, generate_tokens
 from gptlab.model.gpt import GPT
 
@@ -47,6 +46,8 @@ CHAR_VOCAB = 65 + 4 + 256  # tiny-shakespeare's characters + special tokens + by
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--shape", choices=SHAPES, default="gpt2",
+                   help="GPT-2's shape against GPT2LMHeadModel, or the Llama family's against LlamaForCausalLM")
     p.add_argument("--n-layer", type=int, default=4)
     p.add_argument("--n-head", type=int, default=4)
     p.add_argument("--n-embd", type=int, default=256)
@@ -69,10 +70,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.prompt_len + args.new_tokens > args.block_size:
         raise SystemExit("prompt-len + new-tokens must fit in block-size")
     torch.manual_seed(args.seed)
-    config = GPTConfig(
-        vocab_size=args.vocab_size, block_size=args.block_size, n_layer=args.n_layer,
-        n_head=args.n_head, n_embd=args.n_embd, dropout=0.0,
-    )
+    config = bench_config(args.shape, vocab_size=args.vocab_size, block_size=args.block_size,
+                          n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd)
     ours = GPT(config).eval()
     hf = hf_twin(ours).eval()
     prompt = torch.randint(0, config.vocab_size, (args.prompt_len,)).tolist()
@@ -124,7 +123,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             sides[name] = run
         compiled_line = "first calls (compiling): " + "; ".join(first_calls)
     print_table("decode: greedy generation, batch 1, KV cache, fp32, CPU", {
-        "model": f"GPT-2 arch, {config.n_layer} layers, {config.n_head} heads, width {config.n_embd}, "
+        "model": f"{shape_line(config)}, {config.n_layer} layers, {config.n_head} heads, width {config.n_embd}, "
                  f"context {config.block_size}, vocab {config.vocab_size}, {ours.num_parameters():,} params "
                  f"(seeded random weights, copied to HF)",
         "work": f"prompt {args.prompt_len} tokens, {args.new_tokens} new tokens (time covers prefill + decode)",

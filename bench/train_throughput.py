@@ -27,8 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from _common import hf_twin, interleaved_rounds, machine_line, median_ratio, print_table
-from gptlab.model.config import GPTConfig
+from _common import SHAPES, bench_config, hf_twin, shape_line, interleaved_rounds, machine_line, median_ratio, print_table
 from gptlab.model.gpt import GPT
 from gptlab.train.trainer import TrainConfig, make_optimizer
 
@@ -37,6 +36,8 @@ CHAR_VOCAB = 65 + 4 + 256  # tiny-shakespeare's characters + special tokens + by
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--shape", choices=SHAPES, default="gpt2",
+                   help="GPT-2's shape against GPT2LMHeadModel, or the Llama family's against LlamaForCausalLM")
     p.add_argument("--n-layer", type=int, default=4)
     p.add_argument("--n-head", type=int, default=4)
     p.add_argument("--n-embd", type=int, default=256)
@@ -96,10 +97,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    config = GPTConfig(
-        vocab_size=args.vocab_size, block_size=args.block_size, n_layer=args.n_layer,
-        n_head=args.n_head, n_embd=args.n_embd, dropout=0.0,
-    )
+    config = bench_config(args.shape, vocab_size=args.vocab_size, block_size=args.block_size,
+                          n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd)
     train_cfg = TrainConfig()  # the Trainer's default optimizer settings
     device = torch.device("cpu")
     ours = GPT(config).train()
@@ -143,7 +142,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     tokens = args.batch_size * config.block_size
     print_table("train_throughput: one Trainer step (fwd + loss + bwd + clip + AdamW), fp32, CPU", {
-        "model": f"GPT-2 arch, {config.n_layer} layers, {config.n_head} heads, width {config.n_embd}, "
+        "model": f"{shape_line(config)}, {config.n_layer} layers, {config.n_head} heads, width {config.n_embd}, "
                  f"context {config.block_size}, vocab {config.vocab_size}, {ours.num_parameters():,} params",
         "batch": f"{args.batch_size} x {config.block_size} = {tokens} tokens/step",
         "optimizer": f"AdamW ({impl}) lr {train_cfg.learning_rate}, betas ({train_cfg.beta1}, {train_cfg.beta2}), "

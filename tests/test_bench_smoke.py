@@ -28,10 +28,12 @@ def bench(monkeypatch):
 TINY_MODEL = ["--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--vocab-size", "64"]
 
 
-def test_train_throughput_runs(bench, capsys):
+@pytest.mark.parametrize("shape", ["gpt2", "llama"])
+def test_train_throughput_runs(bench, capsys, shape):
     pytest.importorskip("transformers")
     results = bench("train_throughput").main(
-        [*TINY_MODEL, "--block-size", "16", "--batch-size", "2", "--warmup", "1", "--rounds", "2", "--steps", "1"]
+        [*TINY_MODEL, "--block-size", "16", "--batch-size", "2", "--warmup", "1", "--rounds", "2", "--steps", "1",
+         "--shape", shape]
     )
     assert results["gptlab"]["tokens_per_s"] > 0 and results["hf"]["tokens_per_s"] > 0
     assert results["ratio"] > 0 and results["ceiling"] > 0
@@ -50,6 +52,16 @@ def test_decode_runs_and_matches_hf(bench, capsys):
         assert results["ratio_compiled"] > 0 and results["ratio_compiled_vs_hf_compiled"] > 0
     out = capsys.readouterr().out
     assert "same tokens  True" in out and "ceiling here" in out
+
+
+def test_decode_of_the_llama_shape_matches_hf(bench, capsys):
+    pytest.importorskip("transformers")
+    results = bench("decode").main(
+        [*TINY_MODEL, "--block-size", "32", "--prompt-len", "4", "--new-tokens", "8", "--warmup", "0", "--rounds", "2",
+         "--shape", "llama", "--no-compile"]
+    )
+    assert results["identical"], "gptlab and Hugging Face's Llama greedy decoding disagree"
+    assert "Llama arch" in capsys.readouterr().out
 
 
 def test_time_to_quality_runs(bench, tmp_path, corpus_file):
