@@ -193,3 +193,19 @@ def test_bf16_autocast_training_keeps_fp32_weights_and_tracks_fp32_losses(corpus
     assert all(p.dtype == torch.float32 for p in bf16.model.parameters())
     saved = load_checkpoint(tmp_path / "bf16").model
     assert all(p.dtype == torch.float32 for p in saved.parameters())
+
+
+def test_model_fields_over_the_preset(corpus_file, tmp_path):
+    cfg = tiny_config(corpus_file, tmp_path / "run", preset="llama-tiny", max_steps=2,
+                      model={"mlp": "relu2", "qk_norm": True, "n_kv_head": 1})
+    trainer = build_trainer(cfg)
+    model_cfg = trainer.model.config
+    assert (model_cfg.mlp, model_cfg.qk_norm, model_cfg.kv_heads, model_cfg.norm) == ("relu2", True, 1, "rmsnorm")
+    trainer.fit()
+    assert TrainConfig.from_dict(cfg.to_dict()).model == cfg.model  # saved with the run, resumable
+    with pytest.raises(ConfigError, match="unknown model config keys: mlpx"):
+        tiny_config(corpus_file, tmp_path / "bad", model={"mlpx": 1})
+    with pytest.raises(ConfigError, match="unknown model config keys: vocab_size"):
+        tiny_config(corpus_file, tmp_path / "bad", model={"vocab_size": 10})
+    with pytest.raises(ConfigError, match="mlp must be one of"):
+        tiny_config(corpus_file, tmp_path / "bad", model={"mlp": "geglu"})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import types
 import typing
 from collections.abc import Callable, Collection, Mapping
@@ -30,6 +31,17 @@ def _flag_type(annotation: Any) -> Any:
     return annotation
 
 
+def json_object(text: str) -> dict[str, Any]:
+    """An argparse type: a JSON object such as ``'{"mlp": "relu2", "qk_norm": true}'``."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON ({exc.msg}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"need a JSON object such as '{{\"mlp\": \"relu2\"}}', got {text!r}")
+    return value
+
+
 def add_dataclass_flags(
     parser: argparse.ArgumentParser, cls: type, help_texts: Mapping[str, str], skip: Collection[str] = ()
 ) -> None:
@@ -45,6 +57,8 @@ def add_dataclass_flags(
             continue
         flag = "--" + field.name.replace("_", "-")
         kind = _flag_type(hints[field.name])
+        if typing.get_origin(kind) is dict:
+            kind = json_object
         help_text = f"{help_texts[field.name]} (default: {getattr(defaults, field.name)})"
         if kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,

@@ -25,6 +25,8 @@ TRAIN_HELP: dict[str, str] = {
     "n_layer": "override the preset's number of transformer blocks",
     "n_head": "override the preset's attention heads per block",
     "n_embd": "override the preset's embedding width",
+    "model": "more model config fields over the preset, as a JSON object, e.g. "
+    "'{\"mlp\": \"relu2\", \"qk_norm\": true, \"n_kv_head\": 2}' (see docs/training.md)",
     "block_size": "override the preset's context length in tokens",
     "dropout": "dropout probability",
     "batch_size": "sequences per micro-batch",

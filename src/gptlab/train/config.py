@@ -31,6 +31,7 @@ class TrainConfig:
     n_embd: int | None = None
     block_size: int | None = None
     dropout: float | None = None
+    model: dict[str, Any] = dataclasses.field(default_factory=dict)  # more GPTConfig fields, e.g. {"mlp": "relu2"}
     # optimisation
     batch_size: int = 32
     grad_accum: int = 1
@@ -79,6 +80,12 @@ class TrainConfig:
             raise ConfigError(f"optimizer must be adamw or muon, got {self.optimizer!r}")
         if self.optimizer == "muon" and self.fsdp:
             raise ConfigError("optimizer muon needs whole weight matrices, so it does not work with fsdp (use DDP)")
+        if not isinstance(self.model, dict):
+            raise ConfigError(f"model must be a table of model config fields, got {self.model!r}")
+        settable = {f.name for f in dataclasses.fields(GPTConfig)} - {"vocab_size", "vocab_pad_multiple"}
+        unknown = sorted(set(self.model) - settable)
+        if unknown:
+            raise ConfigError(f"unknown model config keys: {', '.join(unknown)} (choose from {', '.join(sorted(settable))})")
         self.model_config(vocab_size=256)  # an unknown preset or a bad shape fails here, before any work
 
     @classmethod
@@ -96,6 +103,7 @@ class TrainConfig:
             for name in ("n_layer", "n_head", "n_embd", "block_size", "dropout")
             if getattr(self, name) is not None
         }
+        overrides.update(self.model)
         pad = self.vocab_pad_multiple or (64 if device_type == "cuda" else 1)
         return preset(self.preset, vocab_size=vocab_size, vocab_pad_multiple=pad, **overrides)
 
