@@ -186,3 +186,7 @@ def test_cli_sample_with_few_shot_examples(tmp_path, tokenizer, capsys):
     assert capsys.readouterr().out == expected + "aaaa\n"
     assert main([*args[:4], "--max-new-tokens", "4"]) == 1  # no --prompt: no query
     assert "--prompt" in capsys.readouterr().err
+    # an answer longer than the context: the examples keep half of it, the window slides after
+    assert main([*args[:-1], "300"]) == 0
+    out = capsys.readouterr().out
+    assert "cheese =>" in out and out.endswith("a" * 300 + "\n")

@@ -151,7 +151,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
             raise GenerationError("--few-shot needs --prompt, the input to answer")
         prompt = few_shot_prompt_from_jsonl(
             args.few_shot, tokenizer, args.instruction, query=args.prompt,
-            max_tokens=model.config.block_size - args.max_new_tokens,
+            # room for the answer, but never less than half the context for the examples (past the
+            # context the sampler slides its window anyway)
+            max_tokens=model.config.block_size - min(args.max_new_tokens, model.config.block_size // 2),
         )
         stop += FewShotFormat.for_tokenizer(tokenizer).stop
     if args.compile and args.max_new_tokens > 1:
