@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     torch.manual_seed(args.seed)
     config = bench_config(args.shape, vocab_size=args.vocab_size, block_size=args.block_size,
                           n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd)
-    train_cfg = TrainConfig()  # the Trainer's default optimizer settings
+    train_cfg = TrainConfig(optimizer="adamw")  # the Trainer's AdamW settings, which work on HF's modules too
     device = torch.device("cpu")
     ours = GPT(config).train()
     hf = hf_twin(ours).train()

@@ -35,7 +35,7 @@ def settings(data: Path, out: Path, **extra) -> dict:
         "data": str(data), "tokenizer": "char", "preset": "tiny", "n_embd": 32, "block_size": 32,
         "batch_size": 8, "grad_accum": 2, "max_steps": 8, "warmup_steps": 2, "log_interval": 1,
         "eval_interval": 100, "eval_iters": 2, "checkpoint_interval": 100, "progress": False,
-        "sample_tokens": 0, "device": "cpu", "dropout": 0.0, "out": str(out), **extra,
+        "sample_tokens": 0, "device": "cpu", "dropout": 0.0, "out": str(out), "optimizer": "adamw", **extra,
     }
 
 

@@ -74,7 +74,7 @@ def test_make_optimizer_puts_block_matrices_on_muon():
     every = {id(p) for g in opt.param_groups for p in g["params"]}
     assert every == {id(p) for p in model.parameters()}  # each parameter once (wte is tied to lm_head)
     assert sum(len(g["params"]) for g in opt.param_groups) == len(every)
-    assert type(make_optimizer(model, TrainConfig(), torch.device("cpu"))) is torch.optim.AdamW
+    assert type(make_optimizer(model, TrainConfig(optimizer="adamw"), torch.device("cpu"))) is torch.optim.AdamW
 
 
 def test_muon_rejects_non_matrices():

@@ -17,7 +17,7 @@ def tiny_config(data: Path, out: Path, **overrides) -> TrainConfig:
     settings = dict(
         data=str(data), out=str(out), preset="tiny", tokenizer="char", block_size=32, batch_size=4, max_steps=20,
         warmup_steps=3, eval_interval=10, eval_iters=2, log_interval=1, checkpoint_interval=10,
-        progress=False, sample_tokens=0, learning_rate=3e-3, min_lr=3e-4, dropout=0.1,
+        progress=False, sample_tokens=0, optimizer="adamw", learning_rate=3e-3, min_lr=3e-4, dropout=0.1,
     )
     settings.update(overrides)
     return TrainConfig(**settings)

@@ -189,7 +189,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data", help=TRAIN_HELP["data"])
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--tokenizer", default="bpe", help=TRAIN_HELP["tokenizer"] + " (default: bpe, as train)")
-    p.add_argument("--vocab-size", type=int, default=1024, help=TRAIN_HELP["vocab_size"] + " (default: 1024)")
+    from gptlab.train.config import TrainConfig
+
+    vocab_size = TrainConfig().vocab_size  # as train's, so that a prepared corpus trains like the default
+    p.add_argument("--vocab-size", type=int, default=vocab_size,
+                   help=TRAIN_HELP["vocab_size"] + f" (default: {vocab_size})")
     p.add_argument("--max-bytes", type=int, default=None, help=TRAIN_HELP["max_bytes"])
     p.add_argument("--val-fraction", type=float, default=0.1, help=TRAIN_HELP["val_fraction"])
     p.set_defaults(func=cmd_prepare)

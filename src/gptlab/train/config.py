@@ -21,11 +21,11 @@ class TrainConfig:
     # data
     data: str | None = None  # text file, directory, .jsonl, or prepared dir; None = Python stdlib source
     tokenizer: str = "bpe"  # "char", "bpe", or a path to a tokenizer (dir, tokenizer.json, vocab.json+merges.txt)
-    vocab_size: int = 1024  # for a BPE tokenizer trained on the corpus
-    max_bytes: int | None = 4_000_000  # cap on corpus size read (None: all of it)
+    vocab_size: int = 2048  # for a BPE tokenizer trained on the corpus
+    max_bytes: int | None = 16_000_000  # cap on corpus size read (None: all of it)
     val_fraction: float = 0.1
     # model
-    preset: str = "small"
+    preset: str = "llama-small"
     n_layer: int | None = None
     n_head: int | None = None
     n_embd: int | None = None
@@ -35,10 +35,10 @@ class TrainConfig:
     # optimisation
     batch_size: int = 32
     grad_accum: int = 1
-    max_steps: int = 600
+    max_steps: int = 500
     max_time: float | None = None  # seconds; stop (and save) when exceeded
-    optimizer: str = "adamw"  # "adamw", or "muon": Muon for the blocks' weight matrices, AdamW for the rest
-    learning_rate: float = 2e-3
+    optimizer: str = "muon"  # "muon": Muon for the blocks' weight matrices, AdamW for the rest; or "adamw"
+    learning_rate: float = 6e-3
     min_lr: float = 2e-4
     warmup_steps: int = 50
     weight_decay: float = 0.1
