@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                  f"(seeded random weights, copied to HF)",
         "work": f"prompt {args.prompt_len} tokens, {args.new_tokens} new tokens (time covers prefill + decode)",
         "gptlab": "gptlab.generate.sampler.generate_tokens(temperature=0)",
-        "reference": "transformers GPT2LMHeadModel(sdpa).generate(do_sample=False, use_cache=True)",
+        "reference": f"transformers {type(hf).__name__}(sdpa).generate(do_sample=False, use_cache=True)",
         "compiled": f"generate_tokens(compile=True), and HF generate(cache_implementation='static') "
                     f"compiled; {compiled_line}",
         "matmuls": f"only the {len(linears)} weight products per token, one row each (eager decoding's floor)",

@@ -48,6 +48,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dropout", type=float, default=0.0)
     # the recipe
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--model", type=json.loads, default={}, metavar="JSON",
+                   help='more model fields (TrainConfig.model), e.g. \'{"norm": "rmsnorm", "positions": "rotary", '
+                        '"mlp": "swiglu", "bias": false}\' for the Llama shape at the same width')
     p.add_argument("--optimizer", default="muon", choices=["adamw", "muon"], help="TrainConfig.optimizer")
     p.add_argument("--lr", type=float, default=1.6e-2)
     p.add_argument("--min-lr", type=float, default=4e-4)
@@ -143,7 +146,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         cfg = TrainConfig(
             data=str(data_dir), tokenizer="char", val_fraction=0.1, preset="small",
             n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd, block_size=args.block_size,
-            dropout=args.dropout,
+            dropout=args.dropout, model=args.model,
             batch_size=args.batch_size, max_steps=args.schedule_steps, max_time=args.max_time,
             optimizer=args.optimizer, learning_rate=args.lr, min_lr=min(args.min_lr, args.lr), warmup_steps=args.warmup,
             weight_decay=args.weight_decay, beta1=args.beta1, beta2=args.beta2, grad_clip=args.grad_clip,

@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "batch": f"{args.batch_size} x {config.block_size} = {tokens} tokens/step",
         "optimizer": f"AdamW ({impl}) lr {train_cfg.learning_rate}, betas ({train_cfg.beta1}, {train_cfg.beta2}), "
                      f"wd {train_cfg.weight_decay}, clip {train_cfg.grad_clip}",
-        "reference": "transformers.GPT2LMHeadModel, attn_implementation='sdpa', loss via labels/shift_labels",
+        "reference": f"transformers.{type(hf).__name__}, attn_implementation='sdpa', loss via labels/shift_labels",
         "gemms": "only the step's weight matmuls (forward, input and weight gradients): the floor",
         "timing": f"{args.warmup} warm-up steps, then {args.rounds} interleaved rounds x {args.steps} steps, median",
         "machine": machine_line(),
