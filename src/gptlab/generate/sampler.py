@@ -7,6 +7,7 @@ UTF-8-safe streaming of text pieces.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -185,7 +186,7 @@ def generate_tokens(
     if params.max_new_tokens == 0:
         return
     block_size = model.config.block_size
-    history = list(prompt_ids)[-block_size:]  # what the model may see: the end of the text so far
+    history = deque(prompt_ids, maxlen=block_size)  # what the model may see: the end of the text so far
     keep = max(1, block_size // 2)  # tokens a full cache starts over with
     # the prefill makes the first token: a compiled step is for the ones after it
     step = compiled_decode_step(model) if compile and params.max_new_tokens > 1 else None
@@ -198,12 +199,12 @@ def generate_tokens(
     cache = model.new_cache(batch_size=1, max_len=len(history) + params.max_new_tokens
                             if fits and step is None else block_size)
     try:
-        idx = torch.tensor([history], dtype=torch.long, device=device)  # (1, T)
+        idx = torch.tensor([list(history)], dtype=torch.long, device=device)  # (1, T)
         prefill = True
         for _ in range(params.max_new_tokens):
             if not prefill and int(cache.lengths[0]) == cache.max_len:  # full: start over from the end
                 cache.reset()
-                idx = torch.tensor([history[-keep:]], dtype=torch.long, device=device)  # (1, keep)
+                idx = torch.tensor([list(history)[-keep:]], dtype=torch.long, device=device)  # (1, keep)
                 prefill = True
             if prefill or step is None:
                 logits = model(idx, cache=cache, last_only=True)[0][:, -1]  # (1, V)
@@ -214,7 +215,7 @@ def generate_tokens(
             next_id = sample_rows(logits, [sampler])  # (1,)
             token = int(next_id.item())
             sampler.observe(token)
-            history = history[-block_size:] + [token]
+            history.append(token)
             yield token
             idx = next_id.view(1, 1)
     finally:

@@ -135,10 +135,12 @@ def capture(
     maps: list[torch.Tensor | None] = [None] * n_layer
     stream: list[torch.Tensor | None] = [None] * (n_layer + 1)
     handles = []
+    device = model.transformer.wte.weight.device
+    # every layer's positions; an input longer than the context fails in the forward pass, as it should
+    rotary = model.rotary(torch.arange(min(len(token_ids), model.config.block_size), device=device))
 
     def on_qkv(layer: int):
         def hook(module: torch.nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-            rotary = model.rotary(torch.arange(output.size(1), device=output.device))
             q, k, _ = blocks[layer].attn.heads(output, rotary)
             maps[layer] = attention_probabilities(q, k)[0].cpu()
 
@@ -155,7 +157,6 @@ def capture(
         return hook
 
     was_training = model.training
-    device = model.transformer.wte.weight.device
     try:
         if attention:
             handles += [b.attn.c_attn.register_forward_hook(on_qkv(i)) for i, b in enumerate(blocks)]

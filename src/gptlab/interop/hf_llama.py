@@ -282,20 +282,21 @@ def links(config: GPTConfig, biases: Biases) -> tuple[TensorLink, ...]:
     return tuple(result)
 
 
+def _layout(config: GPTConfig, hf_config: dict[str, Any]) -> HFLayout:
+    """Our ``config`` and the checkpoint's ``hf_config`` linked tensor by tensor, biases as the
+    checkpoint's model type has them."""
+    model_type = str(hf_config["model_type"])
+    return HFLayout(ARCHITECTURES[model_type], config, hf_config, links(config, _hf_biases(model_type, hf_config)),
+                    PREFIX, IGNORED_BUFFERS, hf_tied=config.tie_embeddings)
+
+
 def layout_from_hf(hf_config: Mapping[str, Any]) -> HFLayout:
     """How a family checkpoint with this ``config.json`` maps onto our model (ConfigError for what
     gptlab does not compute, see :func:`config_from_hf`)."""
-    config = config_from_hf(hf_config)
-    model_type = str(hf_config["model_type"])
-    biases = _hf_biases(model_type, hf_config)
-    return HFLayout(ARCHITECTURES[model_type], config, dict(hf_config), links(config, biases), PREFIX,
-                    IGNORED_BUFFERS, hf_tied=config.tie_embeddings)
+    return _layout(config_from_hf(hf_config), dict(hf_config))
 
 
 def layout_for(config: GPTConfig, eot_id: int, dtype: torch.dtype, *, qwen2_tokenizer: bool = True) -> HFLayout:
     """How our model of ``config`` is written as a family model (ConfigError for a shape the family
     cannot express, see :func:`hf_config_from`)."""
-    hf_config = hf_config_from(config, eot_id, dtype, qwen2_tokenizer=qwen2_tokenizer)
-    model_type = hf_config["model_type"]
-    return HFLayout(ARCHITECTURES[model_type], config, hf_config, links(config, _hf_biases(model_type, hf_config)),
-                    PREFIX, IGNORED_BUFFERS, hf_tied=config.tie_embeddings)
+    return _layout(config, hf_config_from(config, eot_id, dtype, qwen2_tokenizer=qwen2_tokenizer))
