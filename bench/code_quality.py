@@ -17,8 +17,11 @@ Given a run directory written by ``gptlab train``, the script prints:
    space starts from a split it rarely saw), sample i with seed ``--seed`` + i at ``--temperature``
    (no top-k/top-p), plus one greedy sample, through ``gptlab.generate.generate_tokens`` (the
    library's one sampler). The function starts at the beginning of the prompt's last line and ends
-   where Python's tokenizer sees the next statement begin at the ``def`` line's indentation or less
-   (a closing bracket, a string or a comment at column 0 does not end it), at ``<|endoftext|>``, or
+   where Python's tokenizer sees the next statement begin to the left of the function's body: at
+   the ``def`` line's indentation or less, or, once the body's first statement has set its
+   indentation, anywhere left of that (a sample starts without context, so its ``def`` may be a
+   method whose class it never saw: its body at 8 spaces, then ``    def`` for the next method).
+   A closing bracket, a string or a comment does not end it. It also ends at ``<|endoftext|>``, or
    not at all: a sample that runs out of new tokens before its function ends counts as not parsing
    (``truncated``). It parses when ``ast.parse`` accepts the cut text and its first statement is a
    ``def`` / ``async def``.
@@ -240,13 +243,15 @@ def _indent(line: str) -> int:
 
 def function_end(text: str) -> int | None:
     """Where the function whose ``def`` line is ``text``'s first line ends: the offset of the first
-    line after it on which a statement begins at the ``def`` line's indentation or less (Python's
-    tokenizer decides, so bracketed and string lines never end it), or None if there is none yet."""
+    line after it on which a statement begins at the ``def`` line's indentation or less, or left of
+    the body's first statement (Python's tokenizer decides, so bracketed and string lines never end
+    it), or None if there is none yet."""
     lines = text.splitlines(keepends=True)
     if not lines:
         return None
     offsets = np.cumsum([0] + [len(line) for line in lines]).tolist()
-    limit = _indent(lines[0])
+    limit = _indent(lines[0])  # a statement at this column or less ends the function
+    in_body = False
     at_statement = True
     skip = (tokenize.NL, tokenize.COMMENT, tokenize.INDENT, tokenize.DEDENT)
     try:
@@ -259,6 +264,8 @@ def function_end(text: str) -> int | None:
                 row, col = token.start
                 if row > 1 and col <= limit:
                     return offsets[row - 1]
+                if row > 1 and not in_body:  # the body's first statement sets its indentation
+                    limit, in_body = col - 1, True
                 at_statement = False
     except tokenize.TokenError as e:  # a string or bracket still open at the end of the text
         row = e.args[1][0]  # where the string starts: it ends the function if it is a statement there

@@ -140,6 +140,12 @@ def test_code_quality_cuts_functions_where_the_next_statement_starts(bench):
     assert cut('def f():\n    """doc\nat column 0\n"""\n# note\n    return 1\ny\n').endswith("return 1\n")
     assert cut("    def f(self): pass\n    def g(self): pass\n") == "    def f(self): pass\n"
     assert cut("def f():\n    return 1\n") is None  # not ended yet: out of tokens here means truncated
+    # a body deeper than the def line (a method's, sampled without its class) ends where it dedents
+    method = "def f(self):\n        x = 1\n        return x\n"
+    assert cut(method + "    def g(self):\n        pass\n") == method
+    assert cut(method + "  # a comment\n        y = 2\n    z\n") == method + "  # a comment\n        y = 2\n"
+    assert cut("def f():\n    if a:\n        b\n    c\n  d\n") == "def f():\n    if a:\n        b\n    c\n"
+    assert code_quality.parse_error(method) is None
     assert code_quality.parse_error("    def f(self):\n        return 1\n") is None
     assert code_quality.parse_error("default = 1\n") == "not a def: Assign"
     assert code_quality.parse_error("def f(:\n").startswith("SyntaxError")

@@ -38,6 +38,18 @@ def test_lr_schedule_warms_up_then_decays_to_min():
     assert all(a >= b for a, b in zip(values, values[1:]))
 
 
+def test_lr_schedule_can_hold_the_peak_then_decay_linearly():
+    cfg = TrainConfig(max_steps=110, warmup_steps=10, learning_rate=1.0, min_lr=0.0,
+                      decay="linear", cooldown_fraction=0.4)  # 100 steps after warmup: hold 60, decay 40
+    assert [lr_at(s, cfg) for s in (10, 40, 70)] == [1.0, 1.0, 1.0]
+    assert lr_at(90, cfg) == pytest.approx(0.5)
+    assert lr_at(110, cfg) == 0.0
+    with pytest.raises(ConfigError, match="cooldown_fraction"):
+        TrainConfig(cooldown_fraction=0)
+    with pytest.raises(ConfigError, match="decay"):
+        TrainConfig(decay="exponential")
+
+
 def test_train_config_validation():
     with pytest.raises(ConfigError):
         TrainConfig(batch_size=0)

@@ -41,6 +41,8 @@ class TrainConfig:
     learning_rate: float = 6e-3
     min_lr: float = 2e-4
     warmup_steps: int = 50
+    decay: str = "cosine"  # shape of the decay to min_lr: "cosine" or "linear"
+    cooldown_fraction: float = 1.0  # share of the post-warmup steps spent decaying (< 1: hold the peak first)
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.99
@@ -69,6 +71,9 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         if not self.learning_rate > 0 or not 0 <= self.min_lr <= self.learning_rate:
             raise ConfigError("need learning_rate > 0 and 0 <= min_lr <= learning_rate")
+        if self.decay not in ("cosine", "linear") or not 0 < self.cooldown_fraction <= 1:
+            raise ConfigError(f"need decay cosine or linear and 0 < cooldown_fraction <= 1, "
+                              f"got {self.decay!r} and {self.cooldown_fraction!r}")
         if not 0 < self.val_fraction < 1:
             raise ConfigError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
         if self.vocab_pad_multiple is not None and self.vocab_pad_multiple < 1:

@@ -56,12 +56,18 @@ def resolve_device(name: str) -> torch.device:
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Learning rate for optimizer step ``step`` (0-based): linear warmup, then cosine to ``min_lr``."""
+    """Learning rate for optimizer step ``step`` (0-based): linear warmup; the peak held until the
+    last ``cooldown_fraction`` of the remaining steps; then a cosine or linear decay to ``min_lr``."""
     if step < cfg.warmup_steps:
         return cfg.learning_rate * (step + 1) / cfg.warmup_steps
-    decay_steps = max(1, cfg.max_steps - cfg.warmup_steps)
-    progress = min(1.0, (step - cfg.warmup_steps) / decay_steps)
-    return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (cfg.learning_rate - cfg.min_lr)
+    cooldown = cfg.cooldown_fraction
+    decay_steps = max(1.0, cooldown * (cfg.max_steps - cfg.warmup_steps))
+    progress = min(1.0, max(0.0, step - (cfg.max_steps - decay_steps)) / decay_steps)
+    if cfg.decay == "linear":
+        scale = 1.0 - progress
+    else:
+        scale = 0.5 * (1.0 + math.cos(math.pi * progress))
+    return cfg.min_lr + scale * (cfg.learning_rate - cfg.min_lr)
 
 
 def make_optimizer(model: GPT, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
@@ -329,11 +335,8 @@ class Trainer:
 
         # the default corpus is Python: show it writing a function
         prompt = self.cfg.sample_prompt or ("def " if self.cfg.data is None else "\n")
-        budget = self.model.config.block_size - len(self.tokenizer.encode(prompt))
-        params = SamplingParams(
-            max_new_tokens=max(0, min(self.cfg.sample_tokens, budget)),
-            temperature=0.8, top_k=50, seed=self.cfg.seed,
-        )
+        # past the context the sampler slides its window, so the sample may be longer than it
+        params = SamplingParams(max_new_tokens=self.cfg.sample_tokens, temperature=0.8, top_k=50, seed=self.cfg.seed)
         model = self.model
         if self.cfg.fsdp:  # a sharded model cannot run on one rank: sample from the last checkpoint
             model = load_checkpoint(self.run_dir, device=self.device).model
