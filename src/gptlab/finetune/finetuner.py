@@ -54,6 +54,7 @@ from gptlab.finetune.data import (
     load_records,
     missing_special_tokens,
 )
+from gptlab.finetune.loader import find_adapter, load_run
 from gptlab.finetune.lora import (
     Adapter,
     apply_adapter,
@@ -402,25 +403,6 @@ def _prune_adapters(run_dir: Path) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
-def find_adapter(path: str | Path) -> Path:
-    """An adapter directory from itself, or from a LoRA run / checkpoint (the adapter its latest
-    checkpoint names). Raises CheckpointError when there is none."""
-    path = Path(path)
-    if is_adapter(path):
-        return path
-    folder = find_checkpoint(path)
-    try:
-        name = json.loads((folder / "state.json").read_text(encoding="utf-8"))["state"].get("adapter")
-    except (OSError, ValueError, KeyError):
-        name = None
-    if not name:
-        raise CheckpointError(f"{path}: not a LoRA adapter or LoRA run (a full fine-tune has no adapter)")
-    adapter = folder.parent / name
-    if not is_adapter(adapter):
-        raise CheckpointError(f"{folder} names adapter {name}, which is missing")
-    return adapter
-
-
 def default_run_dir(cfg: FinetuneConfig, resume: bool = False) -> Path:
     """``runs/<base name>-finetune`` (``-lora`` for LoRA), with ``-2``, ``-3``, ... for a new run
     when taken; ``resume`` takes the newest existing one."""
@@ -518,22 +500,10 @@ def load_finetuned(path: str | Path, *, base: str | Path | None = None, device: 
 def load_finetuned_with_tokenizer(
     path: str | Path, *, base: str | Path | None = None, device: str | torch.device = "cpu"
 ) -> tuple[GPT, Tokenizer]:
-    """As :func:`load_finetuned`, with the tokenizer that goes with the model."""
-    path = Path(path)
-    if is_adapter(path):
-        adapter = load_adapter(path)
-        base_path = base or adapter.meta.get("base_path")
-        if not base_path:
-            raise CheckpointError(f"{path}: the adapter does not record its base: pass the base model")
-        ckpt = load_checkpoint(base_path, device=device)
-        apply_adapter(ckpt.model, adapter)
-        return ckpt.model, ckpt.tokenizer
-    ckpt = load_checkpoint(path, device=device)
-    name = ckpt.state.get("adapter")
-    if name:
-        adapter = load_adapter(ckpt.path.parent / name)
-        apply_adapter(ckpt.model, adapter)
-    return ckpt.model, ckpt.tokenizer
+    """As :func:`load_finetuned`, with the tokenizer that goes with the model (a shorthand for
+    :func:`gptlab.finetune.loader.load_run`, which also says what was loaded)."""
+    loaded = load_run(path, base=base, device=device)
+    return loaded.model, loaded.tokenizer
 
 
 def merge_adapter_into_run(path: str | Path, out: str | Path, *, base: str | Path | None = None) -> Path:

@@ -215,13 +215,15 @@ def _template_bos(data: Mapping[str, Any]) -> str | None:
     return None
 
 
-def hf_tokenizer_files(tokenizer: Tokenizer, model_max_length: int) -> dict[str, dict[str, Any]]:
+def hf_tokenizer_files(
+    tokenizer: Tokenizer, model_max_length: int, chat_template: str | None = None
+) -> dict[str, dict[str, Any]]:
     """File name → JSON content of the tokenizer files ``AutoTokenizer.from_pretrained`` loads
     with ids identical to ``tokenizer``'s: ``tokenizer.json``, ``tokenizer_config.json`` (class
     ``GPT2Tokenizer`` for GPT-2's byte-level BPE pipeline, else the generic
-    ``PreTrainedTokenizerFast``, which loads ``tokenizer.json`` verbatim) and
-    ``special_tokens_map.json`` (the end-of-text token as eos, and as bos and unk unless the
-    pipeline names its own, as Llama's ``<s>`` and ``<unk>``)."""
+    ``PreTrainedTokenizerFast``, which loads ``tokenizer.json`` verbatim; ``chat_template`` when
+    given) and ``special_tokens_map.json`` (the end-of-text token as eos, and as bos and unk
+    unless the pipeline names its own, as Llama's ``<s>`` and ``<unk>``)."""
     if isinstance(tokenizer, CharTokenizer):
         data = _hf_json_of_char(tokenizer)
     elif isinstance(tokenizer, BPETokenizer):
@@ -243,4 +245,6 @@ def hf_tokenizer_files(tokenizer: Tokenizer, model_max_length: int) -> dict[str,
     }
     if gpt2:
         tokenizer_config["add_prefix_space"] = False
+    if chat_template is not None:
+        tokenizer_config["chat_template"] = chat_template
     return {TOKENIZER_FILE: data, TOKENIZER_CONFIG_FILE: tokenizer_config, SPECIAL_TOKENS_FILE: special}
