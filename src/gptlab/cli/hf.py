@@ -19,7 +19,7 @@ def cmd_import_hf(args: argparse.Namespace) -> int:
         raise ConfigError(f"--base is for a peft adapter, and {args.source} is not one (no adapter_config.json)")
     from gptlab.finetune.loader import CHAT_TEMPLATE_KEY
     from gptlab.interop.hf import import_hf
-    from gptlab.interop.hf_chat import read_chat_template
+    from gptlab.interop.hf_chat import read_chat_settings
     from gptlab.interop.hf_files import read_config
     from gptlab.interop.hub import fetch_hf_model
     from gptlab.train.checkpoint import save_checkpoint
@@ -29,12 +29,12 @@ def cmd_import_hf(args: argparse.Namespace) -> int:
         raise CheckpointError(f"{out}: already exists and is not empty; choose a new --out (nothing was written)")
     source = fetch_hf_model(args.source, revision=args.revision, offline=args.offline)
     model, tokenizer = import_hf(source)
-    template = read_chat_template(source)
+    template = read_chat_settings(source, tokenizer)
     model_type = read_config(source).get("model_type")
     state = {"imported_from": {"format": f"huggingface-{model_type}", "source": args.source,
                                "revision": args.revision, "path": str(source)}}
     if template is not None:
-        state[CHAT_TEMPLATE_KEY] = template
+        state[CHAT_TEMPLATE_KEY] = template.to_dict()
     folder = save_checkpoint(out, model, tokenizer, step=0, state=state)
     cfg = model.config
     print(
@@ -97,17 +97,19 @@ def _export_peft(args: argparse.Namespace, loaded: object, source: Path) -> int:
     from gptlab.interop.hf_tokenizer import hf_tokenizer_files
 
     model, tokenizer = loaded.model, loaded.tokenizer  # type: ignore[attr-defined]
-    template = loaded.chat_template or CHATML_TEMPLATE  # type: ignore[attr-defined]
+    own = loaded.chat_template  # type: ignore[attr-defined]
     check_out_dir(Path(args.out), args.overwrite, PEFT_CONFIG_FILE)  # before the base is written
     if args.base_model:
         base_name = args.base_model
     else:
         base_out = Path(args.base_out or f"{str(args.out).rstrip('/')}-base")
         with plain_linears(model):
-            export_hf(model, tokenizer, base_out, overwrite=args.overwrite, chat_template=template)
+            export_hf(model, tokenizer, base_out, overwrite=args.overwrite, chat_template=own)
         base_name = str(base_out.resolve())
     export_peft(model, tokenizer, args.out, base_model_name_or_path=base_name, overwrite=args.overwrite,
-                extra_files=hf_tokenizer_files(tokenizer, model.config.block_size, template))
+                extra_files=hf_tokenizer_files(tokenizer, model.config.block_size,
+                                               own.template if own is not None else CHATML_TEMPLATE,
+                                               own.special_tokens if own is not None else None))
     base_line = f"its base model → {base_name}" if not args.base_model else f"its base: {base_name} (not written)"
     print(
         f"exported the LoRA adapter of {source} as a peft adapter → {args.out}; {base_line}\n"

@@ -54,7 +54,7 @@ from gptlab.finetune.data import (
     load_records,
     missing_special_tokens,
 )
-from gptlab.finetune.loader import find_adapter, load_run
+from gptlab.finetune.loader import CHAT_TEMPLATE_KEY, ChatTemplate, find_adapter, load_run
 from gptlab.finetune.lora import (
     Adapter,
     apply_adapter,
@@ -145,6 +145,7 @@ class Finetuner:
         base_path: str = "",
         added_tokens: list[str] | None = None,
         resume_from: Checkpoint | None = None,
+        chat_template: ChatTemplate | None = None,
     ) -> None:
         self.cfg = cfg
         self.run_dir = Path(run_dir)
@@ -154,6 +155,7 @@ class Finetuner:
         self.base_fingerprint = base_fingerprint
         self.base_path = base_path or cfg.base
         self.added_tokens = list(added_tokens or [])
+        self.chat_template = chat_template  # the base's own, kept while the run is not taught ChatML
         self.is_lora = bool(lora_modules(model))
         self.batcher = ExampleBatcher(len(data.train), cfg.batch_size, cfg.seed)
         per_epoch = math.ceil(self.batcher.batches_per_epoch / cfg.grad_accum)
@@ -233,6 +235,7 @@ class Finetuner:
             "base": {"path": self.base_path, "fingerprint": self.base_fingerprint},
             "added_tokens": self.added_tokens,
             "adapter": self.adapter_dir.name if self.adapter_dir is not None else None,
+            **({CHAT_TEMPLATE_KEY: self.chat_template.to_dict()} if self.chat_template is not None else {}),
         }
 
     def save(self) -> Path:
@@ -442,6 +445,7 @@ def build_finetuner(cfg: FinetuneConfig, resume: bool = False) -> Finetuner:
     if resume:
         ckpt = load_checkpoint(run_dir, with_optimizer=True)
         model, tokenizer, state = ckpt.model, ckpt.tokenizer, ckpt.state
+        chat_template = ChatTemplate.from_state(state.get(CHAT_TEMPLATE_KEY))
         fingerprint = str(state.get("base", {}).get("fingerprint", ""))
         base_path = str(state.get("base", {}).get("path", cfg.base))
         added = list(state.get("added_tokens", []))
@@ -465,6 +469,10 @@ def build_finetuner(cfg: FinetuneConfig, resume: bool = False) -> Finetuner:
         fingerprint = model_fingerprint(model)
         base_path = str(base.path.resolve())  # the checkpoint folder itself: a run's LATEST moves on
         records = load_records(cfg.data)
+        chat_template = ChatTemplate.from_state(base.state.get(CHAT_TEMPLATE_KEY))
+        if chat_template is not None and any(r.kind == "chat" for r in records):
+            log.info("chat examples are laid out in ChatML: the base's own chat template is not kept")
+            chat_template = None
         missing = missing_special_tokens(records, tokenizer)
         if missing and cfg.lora is not None:
             raise TokenizerError(
@@ -487,7 +495,7 @@ def build_finetuner(cfg: FinetuneConfig, resume: bool = False) -> Finetuner:
     atomic_write_text(run_dir / CONFIG_FILE, json.dumps(cfg.to_dict(), indent=2) + "\n")
     return Finetuner(cfg, model, tokenizer, data, run_dir, base_fingerprint=fingerprint, base_path=base_path,
                      added_tokens=added,
-                     resume_from=ckpt)
+                     resume_from=ckpt, chat_template=chat_template)
 
 
 def load_finetuned(path: str | Path, *, base: str | Path | None = None, device: str | torch.device = "cpu") -> GPT:
@@ -529,4 +537,6 @@ def merge_adapter_into_run(path: str | Path, out: str | Path, *, base: str | Pat
     merge_lora(ckpt.model)
     state = {"merged_adapter": str(adapter_dir), "lora": adapter.config.to_dict(),
              "base": {"path": str(base), "fingerprint": adapter.base_fingerprint}}
+    if CHAT_TEMPLATE_KEY in ckpt.state:
+        state[CHAT_TEMPLATE_KEY] = ckpt.state[CHAT_TEMPLATE_KEY]
     return save_checkpoint(out, ckpt.model, ckpt.tokenizer, step=int(adapter.meta.get("step", 0)), state=state)

@@ -28,12 +28,41 @@ from gptlab.model.config import GPTConfig
 from gptlab.model.gpt import GPT
 from gptlab.train.checkpoint import Checkpoint, find_checkpoint, load_checkpoint
 
-__all__ = ["CHAT_TEMPLATE_KEY", "LoadedRun", "find_adapter", "load_run"]
+__all__ = ["CHAT_TEMPLATE_KEY", "ChatTemplate", "LoadedRun", "find_adapter", "load_run"]
 
 logger = logging.getLogger(__name__)
 
 # where a run's own chat template is kept: a key of its checkpoint's training state
 CHAT_TEMPLATE_KEY = "chat_template"
+
+
+@dataclass(frozen=True)
+class ChatTemplate:
+    """A model's own chat template, kept from its import: the Jinja ``template`` (as
+    ``transformers`` renders it), the ``special_tokens`` it refers to by name (``bos_token``,
+    ``eos_token``, ...) and the special tokens that end the assistant's turn (``stop``)."""
+
+    template: str
+    special_tokens: dict[str, str] = field(default_factory=dict)
+    stop: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"template": self.template, "special_tokens": dict(self.special_tokens), "stop": list(self.stop)}
+
+    @classmethod
+    def from_state(cls, value: Any) -> ChatTemplate | None:
+        """The template a checkpoint's state holds (a dict as :meth:`to_dict` writes, or a bare
+        string), or None when there is none or it is malformed (logged)."""
+        if isinstance(value, str) and value:
+            return cls(value)
+        if isinstance(value, dict) and isinstance(value.get("template"), str) and value["template"]:
+            tokens = value.get("special_tokens") or {}
+            stop = value.get("stop") or []
+            if isinstance(tokens, dict) and isinstance(stop, list):
+                return cls(value["template"], {str(k): str(v) for k, v in tokens.items()}, tuple(map(str, stop)))
+        if value is not None:
+            logger.warning("ignoring a malformed chat template in the checkpoint state")
+        return None
 
 
 @dataclass
@@ -42,7 +71,7 @@ class LoadedRun:
 
     ``checkpoint`` is the checkpoint that holds the (base) weights, with its training ``state``;
     ``adapter`` the LoRA adapter applied on top of it, if any (attached, or folded in when
-    ``merged``); ``chat_template`` the run's own Jinja chat template, or None for gptlab's ChatML.
+    ``merged``); ``chat_template`` the run's own chat template, or None for gptlab's ChatML.
     """
 
     path: Path
@@ -51,7 +80,7 @@ class LoadedRun:
     checkpoint: Checkpoint
     adapter: Adapter | None = None
     merged: bool = False
-    chat_template: str | None = None
+    chat_template: ChatTemplate | None = None
     state: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -134,10 +163,8 @@ def load_run(
         apply_adapter(model, adapter)
         if merge:
             merge_lora(model)
-    template = ckpt.state.get(CHAT_TEMPLATE_KEY)
     loaded = LoadedRun(path=path, model=model, tokenizer=ckpt.tokenizer, checkpoint=ckpt, adapter=adapter,
                        merged=merge and adapter is not None,
-                       chat_template=template if isinstance(template, str) and template else None,
-                       state=ckpt.state)
+                       chat_template=ChatTemplate.from_state(ckpt.state.get(CHAT_TEMPLATE_KEY)), state=ckpt.state)
     logger.debug("loaded %s", loaded.describe())
     return loaded

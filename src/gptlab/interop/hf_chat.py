@@ -24,9 +24,11 @@ from typing import Any
 from gptlab.data.chat import IM_END, IM_START, ROLES
 from gptlab.data.tokenizer import Tokenizer
 from gptlab.errors import CheckpointError, DataError
+from gptlab.finetune.loader import ChatTemplate
+from gptlab.interop.hf_files import read_json
 
 __all__ = ["CHATML_TEMPLATE", "GENERATION_CONFIG_FILE", "TEMPLATE_FILE", "generation_config",
-           "read_chat_template", "render_chat_template"]
+           "read_chat_settings", "read_chat_template", "render_chat_template"]
 
 GENERATION_CONFIG_FILE = "generation_config.json"
 TEMPLATE_FILE = "chat_template.jinja"
@@ -43,15 +45,15 @@ CHATML_TEMPLATE = (
 )
 
 
-def generation_config(tokenizer: Tokenizer, bos_token_id: int) -> dict[str, Any]:
-    """``generation_config.json``: ``bos_token_id``; ``eos_token_id`` the end of text, and
-    ``<|im_end|>`` too when the tokenizer has it (a chat turn ends there); ``pad_token_id`` the end
-    of text (gptlab pads with it)."""
+def generation_config(tokenizer: Tokenizer, bos_token_id: int, stop: Sequence[str] | None = None) -> dict[str, Any]:
+    """``generation_config.json``: ``bos_token_id``; ``eos_token_id`` the end of text and the tokens
+    that end a chat turn (``stop``, a model's own; by default ``<|im_end|>`` when the tokenizer has
+    it); ``pad_token_id`` the end of text (gptlab pads with it)."""
     special = tokenizer.special_tokens
-    eos: int | list[int] = tokenizer.eot_id
-    if IM_END in special and special[IM_END] != tokenizer.eot_id:
-        eos = [tokenizer.eot_id, special[IM_END]]
-    return {"bos_token_id": bos_token_id, "eos_token_id": eos, "pad_token_id": tokenizer.eot_id}
+    turn_ends = [IM_END] if stop is None else list(stop)
+    ids = list(dict.fromkeys([tokenizer.eot_id, *(special[t] for t in turn_ends if t in special)]))
+    return {"bos_token_id": bos_token_id, "eos_token_id": ids[0] if len(ids) == 1 else ids,
+            "pad_token_id": tokenizer.eot_id}
 
 
 def read_chat_template(directory: Path) -> str | None:
@@ -78,6 +80,39 @@ def read_chat_template(directory: Path) -> str | None:
         if isinstance(chosen, str):
             return chosen
     raise CheckpointError(f"{path}: chat_template is neither a string nor a list with a 'default' template")
+
+
+def _token_content(value: Any) -> str | None:
+    """A special token as tokenizer_config.json writes it: a string or ``{"content": ...}``."""
+    if isinstance(value, str) and value:
+        return value
+    if isinstance(value, Mapping) and isinstance(value.get("content"), str) and value["content"]:
+        return str(value["content"])
+    return None
+
+
+def read_chat_settings(directory: Path, tokenizer: Tokenizer) -> ChatTemplate | None:
+    """A model directory's own chat template (:func:`read_chat_template`) with the special tokens
+    it may refer to (``bos_token``, ``eos_token``, ``unk_token``, ``pad_token`` of
+    ``tokenizer_config.json``) and the tokens that end a turn: ``generation_config.json``'s
+    ``eos_token_id`` (one id or several) and the tokenizer's ``eos_token``, those that are special
+    tokens of ``tokenizer``. None when the directory has no template."""
+    template = read_chat_template(directory)
+    if template is None:
+        return None
+    config_path, generation_path = directory / "tokenizer_config.json", directory / GENERATION_CONFIG_FILE
+    config = read_json(config_path) if config_path.is_file() else {}
+    generation = read_json(generation_path) if generation_path.is_file() else {}
+    config = config if isinstance(config, dict) else {}
+    tokens = {name: token for name in ("bos_token", "eos_token", "unk_token", "pad_token")
+              if (token := _token_content(config.get(name))) is not None}
+    by_id = {i: token for token, i in tokenizer.special_tokens.items()}
+    eos_ids = generation.get("eos_token_id") if isinstance(generation, dict) else None
+    eos_ids = eos_ids if isinstance(eos_ids, list) else [eos_ids]
+    stop = [by_id[i] for i in eos_ids if isinstance(i, int) and i in by_id]
+    if tokens.get("eos_token") in tokenizer.special_tokens:
+        stop.append(tokens["eos_token"])
+    return ChatTemplate(template, tokens, tuple(dict.fromkeys(stop)))
 
 
 def render_chat_template(

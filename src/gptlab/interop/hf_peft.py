@@ -400,7 +400,7 @@ def import_peft_run(
     from gptlab.finetune.loader import CHAT_TEMPLATE_KEY, load_run
     from gptlab.finetune.lora import model_fingerprint, plain_linears, save_adapter
     from gptlab.interop.hf import import_hf
-    from gptlab.interop.hf_chat import read_chat_template
+    from gptlab.interop.hf_chat import read_chat_settings
     from gptlab.interop.hub import fetch_hf_model
     from gptlab.train.checkpoint import save_checkpoint
 
@@ -418,7 +418,7 @@ def import_peft_run(
             raise CheckpointError(f"{adapter.path}: adapter_config.json names no base model: pass --base RUN")
         source = fetch_hf_model(name, revision=revision, offline=offline)
         model, tokenizer = import_hf(source)
-        template, base_path = read_chat_template(source), name
+        template, base_path = read_chat_settings(source, tokenizer), name
     fingerprint = model_fingerprint(model)
     config = apply_peft_adapter(model, tokenizer, adapter)
     adapter_name = f"{ADAPTER_PREFIX}{0:06d}"
@@ -426,6 +426,8 @@ def import_peft_run(
     save_adapter(model, out / adapter_name, config, base_fingerprint=fingerprint,
                  extra={"base_path": base_path, "step": 0, "imported_from": origin})
     state = {"adapter": adapter_name, "base": {"path": base_path, "fingerprint": fingerprint},
-             "imported_from": origin, CHAT_TEMPLATE_KEY: template}
+             "imported_from": origin}
+    if template is not None:
+        state[CHAT_TEMPLATE_KEY] = template.to_dict()
     with plain_linears(model):
         return save_checkpoint(out, model, tokenizer, step=0, state=state)
