@@ -102,3 +102,20 @@ def test_the_checkpoint_says_which_adapter_it_names(runs) -> None:
     _, lora = runs
     state = json.loads((load_checkpoint(lora).path / "state.json").read_text())["state"]
     assert (lora / state["adapter"]) == find_adapter(lora)
+
+
+def test_an_adapter_trained_on_a_lora_run_loads_on_its_own(runs, tmp_path: Path) -> None:
+    """A LoRA run fine-tuned further with LoRA: its adapter's base is the first run merged, and the
+    adapter directory alone (or merged by ``gptlab lora merge``) gives the same model as the run."""
+    base, lora = runs
+    data = write_jsonl(tmp_path / "data.jsonl", reverse_task(24, seed=1))
+    second = build_finetuner(ft_config(lora, data, tmp_path / "second", max_steps=2, eval_interval=2,
+                                       learning_rate=3e-2, lora=LoRAConfig(rank=2))).fit()
+    whole = logits(load_run(tmp_path / "second").model)
+    torch.testing.assert_close(logits(load_run(second.adapter).model), whole, rtol=1e-6, atol=1e-6)
+    assert main(["lora", "merge", str(second.adapter), "--out", str(tmp_path / "merged")]) == 0
+    torch.testing.assert_close(logits(load_run(tmp_path / "merged").model), whole, rtol=1e-5, atol=1e-5)
+    # an adapter directory is a base too: fine-tuning starts from base + adapter, merged
+    tuner = build_finetuner(ft_config(find_adapter(lora), data, tmp_path / "third", max_steps=1))
+    assert not lora_modules(tuner.model)
+    torch.testing.assert_close(logits(tuner.model), logits(load_run(lora).model), rtol=1e-5, atol=1e-5)

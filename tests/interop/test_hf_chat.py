@@ -23,7 +23,6 @@ from gptlab.interop.hf import export_hf
 from gptlab.interop.hf_chat import CHATML_TEMPLATE, read_chat_settings, render_chat_template
 from gptlab.model.config import GPTConfig
 from gptlab.model.gpt import GPT
-from gptlab.train.checkpoint import save_checkpoint
 
 CONVERSATIONS = [
     [{"role": "user", "content": "Hello!"}],

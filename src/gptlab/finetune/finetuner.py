@@ -39,7 +39,6 @@ from safetensors.torch import save_file
 from gptlab.train.checkpoint import (
     LATEST,
     Checkpoint,
-    find_checkpoint,
     load_checkpoint,
     save_checkpoint,
 )
@@ -62,7 +61,6 @@ from gptlab.finetune.lora import (
     is_adapter,
     load_adapter,
     lora_modules,
-    merge_lora,
     model_fingerprint,
     plain_linears,
     save_adapter,
@@ -461,15 +459,14 @@ def build_finetuner(cfg: FinetuneConfig, resume: bool = False) -> Finetuner:
                 raise ConfigError(f"{run_dir}: LoRA settings differ from the run's ({adapter.config})")
             apply_adapter(model, adapter)
     else:
-        base = load_checkpoint(cfg.base)
+        # any run; a LoRA run (or an adapter directory) as the base: start from its merged model
+        base = load_run(cfg.base, merge=True)
         model, tokenizer = base.model, base.tokenizer
-        if base.state.get("adapter"):  # a LoRA run as the base: start from its merged model
-            apply_adapter(model, load_adapter(base.path.parent / base.state["adapter"]))
-            merge_lora(model)
         fingerprint = model_fingerprint(model)
-        base_path = str(base.path.resolve())  # the checkpoint folder itself: a run's LATEST moves on
+        # the checkpoint folder itself (a run's LATEST moves on); load_run gives it back merged
+        base_path = str(base.checkpoint.path.resolve()) if not is_adapter(cfg.base) else str(Path(cfg.base).resolve())
         records = load_records(cfg.data)
-        chat_template = ChatTemplate.from_state(base.state.get(CHAT_TEMPLATE_KEY))
+        chat_template = base.chat_template
         if chat_template is not None and any(r.kind == "chat" for r in records):
             log.info("chat examples are laid out in ChatML: the base's own chat template is not kept")
             chat_template = None
@@ -526,17 +523,14 @@ def merge_adapter_into_run(path: str | Path, out: str | Path, *, base: str | Pat
     if (out / LATEST).exists():
         raise CheckpointError(f"{out} already holds a run: choose another --out")
     adapter_dir = find_adapter(path)
-    adapter = load_adapter(adapter_dir)
     if base is None and not is_adapter(path):
-        base = find_checkpoint(path)  # a LoRA run's checkpoint is its base model
-    base = base or adapter.meta.get("base_path")
-    if not base:
-        raise CheckpointError(f"{adapter_dir}: the adapter does not record its base model: pass --base")
-    ckpt = load_checkpoint(base)
-    apply_adapter(ckpt.model, adapter)
-    merge_lora(ckpt.model)
+        loaded = load_run(path, merge=True)  # a LoRA run's checkpoint is its base model
+    else:
+        loaded = load_run(adapter_dir, base=base, merge=True)
+    adapter = loaded.adapter
+    assert adapter is not None
     state = {"merged_adapter": str(adapter_dir), "lora": adapter.config.to_dict(),
-             "base": {"path": str(base), "fingerprint": adapter.base_fingerprint}}
-    if CHAT_TEMPLATE_KEY in ckpt.state:
-        state[CHAT_TEMPLATE_KEY] = ckpt.state[CHAT_TEMPLATE_KEY]
-    return save_checkpoint(out, ckpt.model, ckpt.tokenizer, step=int(adapter.meta.get("step", 0)), state=state)
+             "base": {"path": str(base or loaded.checkpoint.path), "fingerprint": adapter.base_fingerprint}}
+    if loaded.chat_template is not None:
+        state[CHAT_TEMPLATE_KEY] = loaded.chat_template.to_dict()
+    return save_checkpoint(out, loaded.model, loaded.tokenizer, step=int(adapter.meta.get("step", 0)), state=state)

@@ -147,7 +147,11 @@ def load_run(
         base_path = base or adapter.meta.get("base_path")
         if not base_path:
             raise CheckpointError(f"{path}: the adapter does not record its base model: pass the base")
-        ckpt = load_checkpoint(base_path, device=device)
+        if Path(base_path).resolve() == path.resolve():
+            raise CheckpointError(f"{path}: an adapter cannot be its own base")
+        # the base is any run as it is used: a LoRA run as base (the model an adapter was trained
+        # on when a LoRA run was fine-tuned further) comes merged
+        ckpt = load_run(base_path, device=device, merge=True).checkpoint  # its model merged in place
     else:
         if base is not None:
             raise CheckpointError(f"{path}: a base model is only given with an adapter directory")
