@@ -131,6 +131,10 @@ def test_exported_adapter_runs_in_peft_and_merges_as_gptlab_does(shape: str, tok
     with torch.no_grad():
         theirs = adapted(torch.tensor([tokenizer.encode(TEXT)])).logits[0]
     torch.testing.assert_close(theirs, ours, rtol=0, atol=1e-4)
+    auto = peft.AutoPeftModelForCausalLM.from_pretrained(str(out)).eval()  # finds the base by its recorded path
+    with torch.no_grad():
+        torch.testing.assert_close(auto(torch.tensor([tokenizer.encode(TEXT)])).logits[0], theirs, rtol=0, atol=0)
+    assert transformers.AutoTokenizer.from_pretrained(str(out))(TEXT)["input_ids"] == tokenizer.encode(TEXT)
 
     # peft's merge equals gptlab's (lora merge, and export-hf of the LoRA run, which merges)
     merged_theirs = adapted.merge_and_unload().state_dict()
