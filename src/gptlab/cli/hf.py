@@ -111,12 +111,31 @@ def _export_peft(args: argparse.Namespace, loaded: object, source: Path) -> int:
                                                own.template if own is not None else CHATML_TEMPLATE,
                                                own.special_tokens if own is not None else None))
     base_line = f"its base model → {base_name}" if not args.base_model else f"its base: {base_name} (not written)"
+    hub_id = _imported_base_id(loaded.state)  # type: ignore[attr-defined]
+    if hub_id and not args.base_model:
+        base_line += f" (its base was imported from {hub_id}: --base-model {hub_id} records that instead)"
     print(
         f"exported the LoRA adapter of {source} as a peft adapter → {args.out}; {base_line}\n"
         f"load it with: peft.AutoPeftModelForCausalLM.from_pretrained({str(args.out)!r}), or "
         f"PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained({base_name!r}), {str(args.out)!r})"
     )
     return 0
+
+
+def _imported_base_id(state: dict) -> str | None:
+    """The Hugging Face id a LoRA run's base checkpoint was imported from, if it was."""
+    import json
+
+    base_path = (state.get("base") or {}).get("path")
+    if not base_path:
+        return None
+    try:
+        record = json.loads((Path(base_path) / "state.json").read_text(encoding="utf-8"))
+        origin = record["state"]["imported_from"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    source = origin.get("source") if isinstance(origin, dict) else None
+    return source if isinstance(source, str) and not Path(source).exists() else None
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
