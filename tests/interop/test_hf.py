@@ -36,7 +36,7 @@ MIXED = (
     "Ça va? naïve café, Größe — déjà vu\n日本語のテキストと中文 🚀🎉👩‍💻 emoji\n\n"
     f"  indented\tline{EOT}next document <|im_start|>user\nhi<|im_end|> <|sep|> end"
 )
-HF_FILES = ["config.json", "model.safetensors", "special_tokens_map.json", "tokenizer.json", "tokenizer_config.json"]
+HF_FILES = ["config.json", "generation_config.json", "model.safetensors", "special_tokens_map.json", "tokenizer.json", "tokenizer_config.json"]
 
 
 # -- fixtures -----------------------------------------------------------------------------------

@@ -14,10 +14,11 @@ DEFAULT_OUT = "runs/inspect"
 
 
 def _load(args: argparse.Namespace) -> Any:
-    from gptlab.train.checkpoint import load_checkpoint
+    from gptlab.finetune.loader import load_run
     from gptlab.train.trainer import resolve_device
 
-    return load_checkpoint(args.run, device=resolve_device(args.device))
+    # any run, LoRA run (its adapter folded into the base) or adapter directory, as sample loads it
+    return load_run(args.run, device=resolve_device(args.device), merge=True)
 
 
 def _check_index(flag: str, value: int | None, count: int, where: str, negative_ok: bool = False) -> int | None:
@@ -141,7 +142,8 @@ def cmd_embeddings(args: argparse.Namespace) -> int:
 
 
 def _add_common(p: argparse.ArgumentParser, text: bool = True) -> None:
-    p.add_argument("run", metavar="RUN", help="run directory (its latest checkpoint) or checkpoint folder")
+    p.add_argument("run", metavar="RUN", help="run directory (its latest checkpoint), checkpoint folder, "
+                   "LoRA run (base + adapter) or adapter directory")
     if text:
         p.add_argument("text", metavar="TEXT", help="the text to look at (at most the model's context in tokens)")
     p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, mps (default: auto)")

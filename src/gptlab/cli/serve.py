@@ -85,12 +85,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
                        "(set --api-key or $%s)", args.host, API_KEY_ENV)
 
     def load():
-        from gptlab.finetune.finetuner import load_finetuned_with_tokenizer
-        from gptlab.finetune.lora import lora_modules, merge_lora
+        from gptlab.finetune.loader import load_run
 
-        # a run, checkpoint, LoRA run or adapter directory; adapters are merged (no extra matmuls)
-        model, tokenizer = load_finetuned_with_tokenizer(args.run, device=device)
-        return (merge_lora(model) if lora_modules(model) else model), tokenizer
+        # a run, checkpoint, LoRA run or adapter directory; adapters are merged (no extra matmuls);
+        # a model imported with a chat template of its own formats chats with it
+        loaded = load_run(args.run, device=device, merge=True)
+        return loaded.model, loaded.tokenizer, loaded.chat_template
 
     server: uvicorn.Server | None = None
 

@@ -39,7 +39,6 @@ from safetensors.torch import save_file
 from gptlab.train.checkpoint import (
     LATEST,
     Checkpoint,
-    find_checkpoint,
     load_checkpoint,
     save_checkpoint,
 )
@@ -54,6 +53,7 @@ from gptlab.finetune.data import (
     load_records,
     missing_special_tokens,
 )
+from gptlab.finetune.loader import CHAT_TEMPLATE_KEY, ChatTemplate, find_adapter, load_run
 from gptlab.finetune.lora import (
     Adapter,
     apply_adapter,
@@ -61,7 +61,6 @@ from gptlab.finetune.lora import (
     is_adapter,
     load_adapter,
     lora_modules,
-    merge_lora,
     model_fingerprint,
     plain_linears,
     save_adapter,
@@ -144,6 +143,7 @@ class Finetuner:
         base_path: str = "",
         added_tokens: list[str] | None = None,
         resume_from: Checkpoint | None = None,
+        chat_template: ChatTemplate | None = None,
     ) -> None:
         self.cfg = cfg
         self.run_dir = Path(run_dir)
@@ -153,6 +153,7 @@ class Finetuner:
         self.base_fingerprint = base_fingerprint
         self.base_path = base_path or cfg.base
         self.added_tokens = list(added_tokens or [])
+        self.chat_template = chat_template  # the base's own, kept while the run is not taught ChatML
         self.is_lora = bool(lora_modules(model))
         self.batcher = ExampleBatcher(len(data.train), cfg.batch_size, cfg.seed)
         per_epoch = math.ceil(self.batcher.batches_per_epoch / cfg.grad_accum)
@@ -232,6 +233,7 @@ class Finetuner:
             "base": {"path": self.base_path, "fingerprint": self.base_fingerprint},
             "added_tokens": self.added_tokens,
             "adapter": self.adapter_dir.name if self.adapter_dir is not None else None,
+            **({CHAT_TEMPLATE_KEY: self.chat_template.to_dict()} if self.chat_template is not None else {}),
         }
 
     def save(self) -> Path:
@@ -402,25 +404,6 @@ def _prune_adapters(run_dir: Path) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
-def find_adapter(path: str | Path) -> Path:
-    """An adapter directory from itself, or from a LoRA run / checkpoint (the adapter its latest
-    checkpoint names). Raises CheckpointError when there is none."""
-    path = Path(path)
-    if is_adapter(path):
-        return path
-    folder = find_checkpoint(path)
-    try:
-        name = json.loads((folder / "state.json").read_text(encoding="utf-8"))["state"].get("adapter")
-    except (OSError, ValueError, KeyError):
-        name = None
-    if not name:
-        raise CheckpointError(f"{path}: not a LoRA adapter or LoRA run (a full fine-tune has no adapter)")
-    adapter = folder.parent / name
-    if not is_adapter(adapter):
-        raise CheckpointError(f"{folder} names adapter {name}, which is missing")
-    return adapter
-
-
 def default_run_dir(cfg: FinetuneConfig, resume: bool = False) -> Path:
     """``runs/<base name>-finetune`` (``-lora`` for LoRA), with ``-2``, ``-3``, ... for a new run
     when taken; ``resume`` takes the newest existing one."""
@@ -460,6 +443,7 @@ def build_finetuner(cfg: FinetuneConfig, resume: bool = False) -> Finetuner:
     if resume:
         ckpt = load_checkpoint(run_dir, with_optimizer=True)
         model, tokenizer, state = ckpt.model, ckpt.tokenizer, ckpt.state
+        chat_template = ChatTemplate.from_state(state.get(CHAT_TEMPLATE_KEY))
         fingerprint = str(state.get("base", {}).get("fingerprint", ""))
         base_path = str(state.get("base", {}).get("path", cfg.base))
         added = list(state.get("added_tokens", []))
@@ -475,14 +459,17 @@ def build_finetuner(cfg: FinetuneConfig, resume: bool = False) -> Finetuner:
                 raise ConfigError(f"{run_dir}: LoRA settings differ from the run's ({adapter.config})")
             apply_adapter(model, adapter)
     else:
-        base = load_checkpoint(cfg.base)
+        # any run; a LoRA run (or an adapter directory) as the base: start from its merged model
+        base = load_run(cfg.base, merge=True)
         model, tokenizer = base.model, base.tokenizer
-        if base.state.get("adapter"):  # a LoRA run as the base: start from its merged model
-            apply_adapter(model, load_adapter(base.path.parent / base.state["adapter"]))
-            merge_lora(model)
         fingerprint = model_fingerprint(model)
-        base_path = str(base.path.resolve())  # the checkpoint folder itself: a run's LATEST moves on
+        # the checkpoint folder itself (a run's LATEST moves on); load_run gives it back merged
+        base_path = str(base.checkpoint.path.resolve()) if not is_adapter(cfg.base) else str(Path(cfg.base).resolve())
         records = load_records(cfg.data)
+        chat_template = base.chat_template
+        if chat_template is not None and any(r.kind == "chat" for r in records):
+            log.info("chat examples are laid out in ChatML: the base's own chat template is not kept")
+            chat_template = None
         missing = missing_special_tokens(records, tokenizer)
         if missing and cfg.lora is not None:
             raise TokenizerError(
@@ -505,7 +492,7 @@ def build_finetuner(cfg: FinetuneConfig, resume: bool = False) -> Finetuner:
     atomic_write_text(run_dir / CONFIG_FILE, json.dumps(cfg.to_dict(), indent=2) + "\n")
     return Finetuner(cfg, model, tokenizer, data, run_dir, base_fingerprint=fingerprint, base_path=base_path,
                      added_tokens=added,
-                     resume_from=ckpt)
+                     resume_from=ckpt, chat_template=chat_template)
 
 
 def load_finetuned(path: str | Path, *, base: str | Path | None = None, device: str | torch.device = "cpu") -> GPT:
@@ -518,22 +505,10 @@ def load_finetuned(path: str | Path, *, base: str | Path | None = None, device: 
 def load_finetuned_with_tokenizer(
     path: str | Path, *, base: str | Path | None = None, device: str | torch.device = "cpu"
 ) -> tuple[GPT, Tokenizer]:
-    """As :func:`load_finetuned`, with the tokenizer that goes with the model."""
-    path = Path(path)
-    if is_adapter(path):
-        adapter = load_adapter(path)
-        base_path = base or adapter.meta.get("base_path")
-        if not base_path:
-            raise CheckpointError(f"{path}: the adapter does not record its base: pass the base model")
-        ckpt = load_checkpoint(base_path, device=device)
-        apply_adapter(ckpt.model, adapter)
-        return ckpt.model, ckpt.tokenizer
-    ckpt = load_checkpoint(path, device=device)
-    name = ckpt.state.get("adapter")
-    if name:
-        adapter = load_adapter(ckpt.path.parent / name)
-        apply_adapter(ckpt.model, adapter)
-    return ckpt.model, ckpt.tokenizer
+    """As :func:`load_finetuned`, with the tokenizer that goes with the model (a shorthand for
+    :func:`gptlab.finetune.loader.load_run`, which also says what was loaded)."""
+    loaded = load_run(path, base=base, device=device)
+    return loaded.model, loaded.tokenizer
 
 
 def merge_adapter_into_run(path: str | Path, out: str | Path, *, base: str | Path | None = None) -> Path:
@@ -548,15 +523,14 @@ def merge_adapter_into_run(path: str | Path, out: str | Path, *, base: str | Pat
     if (out / LATEST).exists():
         raise CheckpointError(f"{out} already holds a run: choose another --out")
     adapter_dir = find_adapter(path)
-    adapter = load_adapter(adapter_dir)
     if base is None and not is_adapter(path):
-        base = find_checkpoint(path)  # a LoRA run's checkpoint is its base model
-    base = base or adapter.meta.get("base_path")
-    if not base:
-        raise CheckpointError(f"{adapter_dir}: the adapter does not record its base model: pass --base")
-    ckpt = load_checkpoint(base)
-    apply_adapter(ckpt.model, adapter)
-    merge_lora(ckpt.model)
+        loaded = load_run(path, merge=True)  # a LoRA run's checkpoint is its base model
+    else:
+        loaded = load_run(adapter_dir, base=base, merge=True)
+    adapter = loaded.adapter
+    assert adapter is not None
     state = {"merged_adapter": str(adapter_dir), "lora": adapter.config.to_dict(),
-             "base": {"path": str(base), "fingerprint": adapter.base_fingerprint}}
-    return save_checkpoint(out, ckpt.model, ckpt.tokenizer, step=int(adapter.meta.get("step", 0)), state=state)
+             "base": {"path": str(base or loaded.checkpoint.path), "fingerprint": adapter.base_fingerprint}}
+    if loaded.chat_template is not None:
+        state[CHAT_TEMPLATE_KEY] = loaded.chat_template.to_dict()
+    return save_checkpoint(out, loaded.model, loaded.tokenizer, step=int(adapter.meta.get("step", 0)), state=state)

@@ -9,10 +9,15 @@
 - :mod:`~gptlab.interop.hf_gpt2`, :mod:`~gptlab.interop.hf_llama` — each architecture's config and
   weight names; :mod:`~gptlab.interop.hf_weights` — the one weight mapping both use;
   :mod:`~gptlab.interop.hf_files` — reading and writing model directories;
-  :mod:`~gptlab.interop.hf_tokenizer` — tokenizers with identical ids.
+  :mod:`~gptlab.interop.hf_tokenizer` — tokenizers with identical ids;
+- :mod:`~gptlab.interop.hf_peft` — LoRA adapters as ``peft`` writes them, both ways
+  (:func:`export_peft`, :func:`apply_peft_adapter`, :func:`import_peft_run`);
+- :mod:`~gptlab.interop.hf_chat` — chat templates and ``generation_config.json``.
 """
 
 from gptlab.interop.hf import HFModel, export_hf, import_hf
+from gptlab.interop.hf_peft import apply_peft_adapter, export_peft, import_peft_run
 from gptlab.interop.hub import fetch_hf_model, hf_cache_dir, resolve_hf_source
 
-__all__ = ["HFModel", "export_hf", "fetch_hf_model", "hf_cache_dir", "import_hf", "resolve_hf_source"]
+__all__ = ["HFModel", "apply_peft_adapter", "export_hf", "export_peft", "fetch_hf_model", "hf_cache_dir",
+           "import_hf", "import_peft_run", "resolve_hf_source"]

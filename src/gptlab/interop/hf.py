@@ -29,7 +29,9 @@ import torch
 
 from gptlab.data.tokenizer import Tokenizer
 from gptlab.errors import CheckpointError, ConfigError, TokenizerError
+from gptlab.finetune.loader import ChatTemplate
 from gptlab.interop import hf_gpt2, hf_llama
+from gptlab.interop.hf_chat import CHATML_TEMPLATE, GENERATION_CONFIG_FILE, generation_config
 from gptlab.interop.hf_files import CONFIG_FILE, read_config, read_weights, write_model_dir
 from gptlab.interop.hf_tokenizer import hf_tokenizer_files, is_qwen2_pipeline, load_hf_tokenizer
 from gptlab.interop.hf_weights import HFLayout, build_model, expected_shapes, to_hf_weights, to_our_weights
@@ -100,12 +102,18 @@ def import_hf(directory: str | Path, *, dtype: torch.dtype = torch.float32) -> H
     return HFModel(model, tokenizer)
 
 
-def export_hf(model: GPT, tokenizer: Tokenizer, out_dir: str | Path, *, overwrite: bool = False) -> Path:
+def export_hf(
+    model: GPT, tokenizer: Tokenizer, out_dir: str | Path, *, overwrite: bool = False,
+    chat_template: ChatTemplate | str | None = None,
+) -> Path:
     """Write ``model`` and ``tokenizer`` as a Hugging Face model directory ``out_dir`` —
-    ``config.json``, ``model.safetensors``, ``tokenizer.json``, ``tokenizer_config.json``,
-    ``special_tokens_map.json`` — of the architecture the config picks (see the module docs), which
-    ``AutoModelForCausalLM.from_pretrained`` and ``AutoTokenizer.from_pretrained`` load with
-    identical logits and ids. Returns ``out_dir``.
+    ``config.json``, ``generation_config.json``, ``model.safetensors``, ``tokenizer.json``,
+    ``tokenizer_config.json``, ``special_tokens_map.json`` — of the architecture the config picks
+    (see the module docs), which ``AutoModelForCausalLM.from_pretrained`` and
+    ``AutoTokenizer.from_pretrained`` load with identical logits and ids. The tokenizer's
+    ``chat_template`` is ``chat_template`` (a model's own, kept from its import, with the special
+    tokens it names and the tokens that end its turns) or gptlab's ChatML
+    (:data:`~gptlab.interop.hf_chat.CHATML_TEMPLATE`). Returns ``out_dir``.
 
     Atomic: ``out_dir`` is either absent/old or complete. An existing non-empty ``out_dir`` is
     refused unless ``overwrite``, and even then only if it is a model directory (has
@@ -120,7 +128,14 @@ def export_hf(model: GPT, tokenizer: Tokenizer, out_dir: str | Path, *, overwrit
             f"the tokenizer has {tokenizer.vocab_size} tokens but the model only {config.vocab_size} embeddings"
         )
     layout = hf_layout(config, tokenizer, model.transformer.wte.weight.dtype)
-    files = {CONFIG_FILE: layout.hf_config, **hf_tokenizer_files(tokenizer, config.block_size)}
+    own = ChatTemplate(chat_template) if isinstance(chat_template, str) else chat_template
+    if own is None:
+        template, stop, special_tokens = CHATML_TEMPLATE, None, None
+    else:  # a model's own template, with the tokens it names and ends its turns with (if known)
+        template, stop, special_tokens = own.template, own.stop or None, own.special_tokens
+    files = {CONFIG_FILE: layout.hf_config,
+             GENERATION_CONFIG_FILE: generation_config(tokenizer, layout.hf_config["bos_token_id"], stop),
+             **hf_tokenizer_files(tokenizer, config.block_size, template, special_tokens)}
     write_model_dir(out, to_hf_weights(model, layout), files, overwrite=overwrite)
     logger.debug("exported %s as %s", out, layout.name)
     return out

@@ -92,10 +92,11 @@ def read_weights(directory: Path) -> Iterator[tuple[str, torch.Tensor]]:
 # writing
 
 
-def check_out_dir(out: Path, overwrite: bool) -> None:
+def check_out_dir(out: Path, overwrite: bool, marker: str = CONFIG_FILE) -> None:
     """Refuse to write a model directory at ``out`` when it exists and is not empty, unless
-    ``overwrite`` — and even then only if it is a model directory (has ``config.json``) holding
-    no gptlab run. Raises CheckpointError."""
+    ``overwrite`` — and even then only if it is a directory of the same kind (has ``marker``:
+    ``config.json`` for a model, ``adapter_config.json`` for an adapter) holding no gptlab run.
+    Raises CheckpointError."""
     if out.exists() and not out.is_dir():
         raise CheckpointError(f"{out}: exists and is not a directory")
     if not out.is_dir() or not any(out.iterdir()):
@@ -103,34 +104,36 @@ def check_out_dir(out: Path, overwrite: bool) -> None:
     if not overwrite:
         raise CheckpointError(f"{out}: already exists and is not empty (pass overwrite=True / --overwrite to replace it)")
     # Overwriting deletes the old directory: only ever a model directory, never a run or anything else
-    if not (out / CONFIG_FILE).is_file() or (out / "LATEST").exists() or (out / "state.json").exists():
+    if not (out / marker).is_file() or (out / "LATEST").exists() or (out / "state.json").exists():
         raise CheckpointError(
             f"{out}: refusing to replace a directory that is not a Hugging Face model directory "
-            f"(no {CONFIG_FILE}, or it holds a gptlab run)"
+            f"(no {marker}, or it holds a gptlab run)"
         )
 
 
 def write_model_dir(
-    out: Path, weights: dict[str, torch.Tensor], files: Mapping[str, Any], *, overwrite: bool = False
+    out: Path, weights: dict[str, torch.Tensor], files: Mapping[str, Any], *, overwrite: bool = False,
+    weights_file: str = SAFETENSORS_FILE, marker: str = CONFIG_FILE,
 ) -> Path:
-    """Write ``weights`` as ``model.safetensors`` and each of ``files`` (name → JSON content) into
+    """Write ``weights`` as ``weights_file`` and each of ``files`` (name → JSON content) into
     directory ``out``, atomically: into a temporary sibling, fsynced, then renamed into place, so
-    ``out`` is either absent/old or complete. See :func:`check_out_dir` for what may be replaced."""
+    ``out`` is either absent/old or complete. See :func:`check_out_dir` for what may be replaced
+    (``marker``: the file that says a directory is of this kind)."""
     from safetensors.torch import save_file
 
-    check_out_dir(out, overwrite)
+    check_out_dir(out, overwrite, marker)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
     aside = None
     try:
-        save_file(weights, str(tmp / SAFETENSORS_FILE), metadata={"format": "pt"})
+        save_file(weights, str(tmp / weights_file), metadata={"format": "pt"})
         for name, content in files.items():
             (tmp / name).write_text(json.dumps(content, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         for path in tmp.iterdir():
             with open(path, "rb") as f:
                 os.fsync(f.fileno())
         fsync_dir(tmp)
-        check_out_dir(out, overwrite)  # again: someone may have written there meanwhile
+        check_out_dir(out, overwrite, marker)  # again: someone may have written there meanwhile
         if out.is_dir():
             if any(out.iterdir()):
                 aside = out.parent / f".{out.name}.old-{os.getpid()}"

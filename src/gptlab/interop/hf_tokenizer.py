@@ -215,13 +215,18 @@ def _template_bos(data: Mapping[str, Any]) -> str | None:
     return None
 
 
-def hf_tokenizer_files(tokenizer: Tokenizer, model_max_length: int) -> dict[str, dict[str, Any]]:
+def hf_tokenizer_files(
+    tokenizer: Tokenizer, model_max_length: int, chat_template: str | None = None,
+    special_tokens: Mapping[str, str] | None = None,
+) -> dict[str, dict[str, Any]]:
     """File name → JSON content of the tokenizer files ``AutoTokenizer.from_pretrained`` loads
     with ids identical to ``tokenizer``'s: ``tokenizer.json``, ``tokenizer_config.json`` (class
     ``GPT2Tokenizer`` for GPT-2's byte-level BPE pipeline, else the generic
-    ``PreTrainedTokenizerFast``, which loads ``tokenizer.json`` verbatim) and
-    ``special_tokens_map.json`` (the end-of-text token as eos, and as bos and unk unless the
-    pipeline names its own, as Llama's ``<s>`` and ``<unk>``)."""
+    ``PreTrainedTokenizerFast``, which loads ``tokenizer.json`` verbatim; ``chat_template`` when
+    given) and ``special_tokens_map.json`` (the end-of-text token as eos, and as bos and unk
+    unless the pipeline names its own, as Llama's ``<s>`` and ``<unk>``; ``special_tokens``, a
+    model's own ``bos_token``, ``eos_token``, ... kept from its import, replace these where they
+    are special tokens of ``tokenizer``)."""
     if isinstance(tokenizer, CharTokenizer):
         data = _hf_json_of_char(tokenizer)
     elif isinstance(tokenizer, BPETokenizer):
@@ -232,6 +237,9 @@ def hf_tokenizer_files(tokenizer: Tokenizer, model_max_length: int) -> dict[str,
     eot = tokenizer.eot_token
     special = {"bos_token": _template_bos(data) or eot, "eos_token": eot,
                "unk_token": (data.get("model") or {}).get("unk_token") or eot}
+    own = tokenizer.special_tokens
+    special |= {name: token for name, token in (special_tokens or {}).items()
+                if name in ("bos_token", "eos_token", "unk_token", "pad_token") and token in own}
     tokenizer_config: dict[str, Any] = {
         "tokenizer_class": "GPT2Tokenizer" if gpt2 else "PreTrainedTokenizerFast",
         **special,
@@ -243,4 +251,6 @@ def hf_tokenizer_files(tokenizer: Tokenizer, model_max_length: int) -> dict[str,
     }
     if gpt2:
         tokenizer_config["add_prefix_space"] = False
+    if chat_template is not None:
+        tokenizer_config["chat_template"] = chat_template
     return {TOKENIZER_FILE: data, TOKENIZER_CONFIG_FILE: tokenizer_config, SPECIAL_TOKENS_FILE: special}

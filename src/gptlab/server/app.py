@@ -154,7 +154,7 @@ def create_app(
         prompt = chat_prompt(body.messages, loaded, settings)
         requests = engine_requests(
             body, [prompt], loaded, settings, requested_tokens=body.max_new_tokens,
-            stop_token_ids=chat_stop_token_ids(loaded.tokenizer),
+            stop_token_ids=chat_stop_token_ids(loaded.tokenizer, loaded.chat_template),
             logprobs=(body.top_logprobs or 0) if body.logprobs else None,
         )
         gen = Generation(loaded.engine, requests, metrics, len(prompt.ids))

@@ -1,9 +1,10 @@
 """From an API request to engine requests: prompts and chat messages to token ids, sampling
 parameters, stop conditions, and every check that needs the model (context length, vocabulary).
 
-A chat is rendered by :func:`gptlab.data.chat.render_chat`, the one chat template. The template's turn
-markers become special tokens, but the text of the messages is encoded as plain text, so a user
-who writes ``<|im_end|>`` in a message cannot end a turn or open one.
+A chat is rendered by :func:`gptlab.data.chat.render_chat`, gptlab's chat template (ChatML), or by
+the model's own template when it was imported with one (:mod:`gptlab.interop.hf_chat`). The
+template's turn markers become special tokens, but the text of the messages is encoded as plain
+text, so a user who writes ``<|im_end|>`` in a message cannot end a turn or open one.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from gptlab.data.chat import IM_END, render_chat
 from gptlab.errors import GenerationError, GptlabError
@@ -91,18 +93,25 @@ def chat_prompt(messages: Sequence[ChatMessageIn], loaded: LoadedModel, settings
     """The prompt for the assistant's next turn after ``messages``."""
     contents = [m.text for m in messages]
     _check_chars(sum(len(c) for c in contents), settings, "messages")
-    return Prompt(chat_ids(messages, loaded.tokenizer), "")
+    return Prompt(chat_ids(messages, loaded.tokenizer, loaded.chat_template), "")
 
 
-def chat_ids(messages: Sequence[ChatMessageIn], tokenizer: Tokenizer) -> list[int]:
-    """Token ids of ``render_chat(messages)`` with the message contents encoded as plain text.
+def chat_ids(messages: Sequence[ChatMessageIn], tokenizer: Tokenizer, chat_template: Any = None) -> list[int]:
+    """Token ids of ``render_chat(messages)`` — or of the model's own ``chat_template`` (a
+    :class:`gptlab.finetune.loader.ChatTemplate`) — with the message contents encoded as plain text.
 
     The template is rendered with a placeholder for each content; the template's own text is
     encoded with special tokens, each content without.
     """
     shells = [{"role": m.template_role, "content": f"\x00{i}\x00"} for i, m in enumerate(messages)]
     try:
-        rendered = render_chat(shells)
+        if chat_template is None:
+            rendered = render_chat(shells)
+        else:
+            from gptlab.interop.hf_chat import render_chat_template
+
+            rendered = render_chat_template(chat_template.template, shells,
+                                            special_tokens=chat_template.special_tokens)
     except GptlabError as exc:
         raise bad_request(str(exc), param="messages") from None
     ids: list[int] = []
@@ -114,9 +123,13 @@ def chat_ids(messages: Sequence[ChatMessageIn], tokenizer: Tokenizer) -> list[in
     return ids
 
 
-def chat_stop_token_ids(tokenizer: Tokenizer) -> list[int]:
-    """A chat turn ends at ``<|im_end|>`` (when the tokenizer has it) and at ``<|endoftext|>``."""
+def chat_stop_token_ids(tokenizer: Tokenizer, chat_template: Any = None) -> list[int]:
+    """A chat turn ends at ``<|im_end|>`` (when the tokenizer has it) and at ``<|endoftext|>``;
+    with the model's own ``chat_template``, at its stop tokens and ``<|endoftext|>``."""
     special = tokenizer.special_tokens
+    if chat_template is not None and chat_template.stop:
+        stops = [special[t] for t in chat_template.stop if t in special]
+        return list(dict.fromkeys([*stops, tokenizer.eot_id]))
     return [special[IM_END], tokenizer.eot_id] if IM_END in special else [tokenizer.eot_id]
 
 

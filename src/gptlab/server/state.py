@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-Loader = Callable[[], "tuple[GPT, Tokenizer]"]
+# returns (model, tokenizer), or (model, tokenizer, chat template) for a model with its own
+Loader = Callable[[], "tuple[GPT, Tokenizer] | tuple[GPT, Tokenizer, Any]"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ class LoadedModel:
     engine: Any  # gptlab.server.engine.Engine
     created: int
     texts: Any = None  # gptlab.server.logprobs.TokenTexts: how each token is shown
+    chat_template: Any = None  # gptlab.finetune.loader.ChatTemplate: the model's own, else ChatML
 
     @property
     def context_length(self) -> int:
@@ -86,7 +88,7 @@ class ServerState:
         from gptlab.server.logprobs import TokenTexts
 
         try:
-            model, tokenizer = self.loader()
+            model, tokenizer, *own_template = self.loader()
             config = EngineConfig(max_batch_size=self.settings.max_batch_size, max_queue=self.settings.max_queue)
             texts = TokenTexts(tokenizer)
             engine = Engine(model, tokenizer, config)
@@ -98,7 +100,7 @@ class ServerState:
                 self.on_load_failure(exc)
             return
         self.loaded = LoadedModel(model=model, tokenizer=tokenizer, engine=engine, created=int(time.time()),
-                                  texts=texts)
+                                  texts=texts, chat_template=own_template[0] if own_template else None)
         self.status = "ok"
         logger.info("model %s ready", self.settings.model_name)
 
