@@ -2,18 +2,9 @@
 
 As Hugging Face Trainer's ``report_to``: ``--log-to tensorboard`` (repeatable, or comma-separated:
 ``--log-to tensorboard,csv``) sends every record the trainer writes to ``metrics.jsonl`` to each
-tracker too, under HF-like names:
-
-=====================  ==========================  =================================
-metrics.jsonl key      TensorBoard / W&B name      meaning
-=====================  ==========================  =================================
-``loss``               ``train/loss``              training loss of the last step
-``lr``                 ``train/lr``                learning rate of the last step
-``tokens_per_s``       ``train/tokens_per_s``      throughput since the last record
-``mfu``                ``train/mfu``               model FLOPs utilisation (GPU, bf16)
-``val_loss``           ``val/loss``                mean validation loss
-``elapsed``            ``time/elapsed_s``          seconds since training started
-=====================  ==========================  =================================
+tracker too, under HF-like names: ``loss`` → ``train/loss``, ``lr`` → ``train/lr``,
+``tokens_per_s`` → ``train/tokens_per_s``, ``mfu`` → ``train/mfu`` (model FLOPs utilisation, on a
+GPU in bf16), ``val_loss`` → ``val/loss``, ``elapsed`` → ``time/elapsed_s``.
 
 * ``tensorboard`` writes event files into ``RUN/tensorboard/`` (``tensorboard --logdir RUN``);
   it needs the ``tensorboard`` package (the ``track`` extra).
@@ -31,14 +22,11 @@ from __future__ import annotations
 
 import csv
 import importlib.util
-import logging
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 from gptlab.errors import ConfigError
-
-log = logging.getLogger(__name__)
 
 TRACKERS = ("tensorboard", "csv", "wandb")
 # metrics.jsonl key → the name trackers show it under (others keep their key, under "train/")
