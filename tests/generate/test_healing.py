@@ -158,3 +158,21 @@ def test_stop_sequences_are_looked_for_after_the_healed_text(bpe, bpe_model):
     stream = TextStream(bpe, stop=[" "], skip=1)
     shown = "".join(stream.push(t) for t in bpe.encode(" name x")) + stream.flush()
     assert shown == "name" and stream.stopped
+
+
+@pytest.mark.slow  # the CLI's loader imports take seconds
+def test_gptlab_sample_heals_by_default_and_not_with_the_flag(bpe, bpe_model, tmp_path, capsys):
+    from gptlab.cli.main import main
+    from gptlab.train.checkpoint import save_checkpoint
+
+    save_checkpoint(tmp_path / "run", bpe_model, bpe, step=0)
+    flags = ["sample", str(tmp_path / "run"), "--prompt", "def ", "--max-new-tokens", "6", "--seed", "3",
+             "--temperature", "1", "--device", "cpu"]
+    outputs = []
+    for extra, healing in (([], True), (["--no-token-healing"], False)):
+        assert main(flags + extra) == 0
+        params = SamplingParams(max_new_tokens=6, temperature=1.0, seed=3, token_healing=healing)
+        expected = "def " + "".join(generate_text(bpe_model, bpe, "def ", params)) + "\n"
+        outputs.append(capsys.readouterr().out)
+        assert outputs[-1] == expected
+    assert outputs[0] != outputs[1]  # the flag makes a difference here
