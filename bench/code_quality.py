@@ -16,12 +16,15 @@ Given a run directory written by ``gptlab train``, the script prints:
    ``def``, no trailing space: a byte-level BPE learns ``def`` + `` name``, so a prompt ending in a
    space starts from a split it rarely saw), sample i with seed ``--seed`` + i at ``--temperature``
    (no top-k/top-p), plus one greedy sample, through ``gptlab.generate.generate_tokens`` (the
-   library's one sampler). The function starts at the beginning of the prompt's last line and ends
-   where Python's tokenizer sees the next statement begin to the left of the function's body: at
-   the ``def`` line's indentation or less, or, once the body's first statement has set its
-   indentation, anywhere left of that (a sample starts without context, so its ``def`` may be a
-   method whose class it never saw: its body at 8 spaces, then ``    def`` for the next method).
-   A closing bracket, a string or a comment does not end it. It also ends at ``<|endoftext|>``, or
+   library's one sampler), without token healing unless ``--token-healing`` is given (then the
+   prompt's tail is backed up as ``gptlab sample`` does by default, see
+   ``gptlab.generate.healing``, and the function is the same text: prompt plus what follows it).
+   The function starts at the beginning of the prompt's last line and ends where Python's
+   tokenizer sees the next statement begin to the left of the function's body: at the ``def``
+   line's indentation or less, or, once the body's first statement has set its indentation,
+   anywhere left of that (a sample starts without context, so its ``def`` may be a method whose
+   class it never saw: its body at 8 spaces, then ``    def`` for the next method). A closing
+   bracket, a string or a comment does not end it. It also ends at ``<|endoftext|>``, or
    not at all: a sample that runs out of new tokens before its function ends counts as not parsing
    (``truncated``). It parses when ``ast.parse`` accepts the cut text and its first statement is a
    ``def`` / ``async def``.
@@ -30,6 +33,7 @@ Given a run directory written by ``gptlab train``, the script prints:
 
     python bench/code_quality.py runs/python-stdlib
     python bench/code_quality.py RUN --prompt 'def ' --samples 20 --json cq.json
+    python bench/code_quality.py RUN --prompt 'def ' --samples 50 --token-healing
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ from gptlab.data.shards import MANIFEST_FILE, PreparedData, is_prepared, split_d
 from gptlab.data.tokenizer import Tokenizer
 from gptlab.errors import GptlabError
 from gptlab.generate import SamplingParams, generate_tokens
+from gptlab.generate.healing import HealedPrompt, heal_prompt
 from gptlab.model.gpt import IGNORE_INDEX, GPT
 from gptlab.train import Checkpoint, load_checkpoint, resolve_device
 from gptlab.train.curves import read_metrics
@@ -76,6 +81,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="new tokens per sample (past the context the sampler slides its window)")
     p.add_argument("--temperature", type=float, default=0.8)
     p.add_argument("--prompt", default="def", help="the text every sample continues")
+    p.add_argument("--token-healing", action=argparse.BooleanOptionalAction, default=False,
+                   help="heal the prompt's last token(s) as `gptlab sample` does (default: off, the "
+                   "protocol above)")
     p.add_argument("--seed", type=int, default=0, help="sample i uses seed SEED + i")
     p.add_argument("--show", type=int, default=3, help="sampled functions to print")
     p.add_argument("--device", default="auto", help="cpu, cuda, mps or auto")
@@ -318,14 +326,19 @@ class FunctionSample:
         return self.error is None
 
 
-def sample_function(model: GPT, tokenizer: Tokenizer, prompt: str, params: SamplingParams) -> FunctionSample:
+def sample_function(
+    model: GPT, tokenizer: Tokenizer, prompt: str, params: SamplingParams, healing: bool = False
+) -> FunctionSample:
     """One sample from ``prompt``, stopped as soon as its function ends, cut and parsed."""
     head = prompt[prompt.rfind("\n") + 1 :]  # the def line's start: the function's first characters
     for special in tokenizer.special_tokens:  # e.g. a prompt "<|endoftext|>def" (a document's start)
         head = head.rpartition(special)[2]
+    ids = tokenizer.encode(prompt)
+    healed = heal_prompt(tokenizer, ids) if healing else HealedPrompt(ids)
+    head = head[: max(0, len(head) - healed.backed_up)]  # the new tokens spell the backed-up text again
     tokens: list[int] = []
     stop, checked_lines = "length", 1
-    for token in generate_tokens(model, tokenizer.encode(prompt), params):
+    for token in generate_tokens(model, healed.prompt_ids, params, constraint=healed.constraint()):
         if token == tokenizer.eot_id:
             stop = "eot"
             break
@@ -421,17 +434,19 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     new_tokens = args.max_new_tokens  # the sampler slides its window past the context
     samples = [
         sample_function(model, tokenizer, args.prompt, SamplingParams(
-            max_new_tokens=new_tokens, temperature=args.temperature, seed=args.seed + i))
+            max_new_tokens=new_tokens, temperature=args.temperature, seed=args.seed + i), args.token_healing)
         for i in range(args.samples)
     ]
     sampled_s = time.perf_counter() - clock
     clock = time.perf_counter()
-    greedy = sample_function(model, tokenizer, args.prompt, SamplingParams(max_new_tokens=new_tokens, temperature=0))
+    greedy = sample_function(model, tokenizer, args.prompt, SamplingParams(max_new_tokens=new_tokens, temperature=0),
+                             args.token_healing)
     greedy_s = time.perf_counter() - clock
     n_parse = sum(s.parses for s in samples)
     stops = collections.Counter(s.stop for s in samples)
     errors = collections.Counter(_error_kind(s.error) for s in samples if s.error is not None)
     print(f"parse rate (T={args.temperature:g}): {_percent(n_parse, len(samples))}  (prompt {args.prompt!r}, "
+          f"token healing {'on' if args.token_healing else 'off'}, "
           f"seeds {args.seed}..{args.seed + args.samples - 1}, up to {new_tokens} new tokens; the function "
           f"ended {stops['end']}, <|endoftext|> {stops['eot']}, out of tokens {stops['length']}) "
           f"in {sampled_s:.1f} s")
@@ -453,7 +468,8 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     results = {
         "config": vars(args), "run": run, "heldout": heldout,
         "parse": {
-            "prompt": args.prompt, "temperature": args.temperature, "samples": len(samples),
+            "prompt": args.prompt, "token_healing": args.token_healing, "temperature": args.temperature,
+            "samples": len(samples),
             "parsed": n_parse, "rate": n_parse / len(samples) if samples else None,
             "max_new_tokens": new_tokens, "stops": dict(stops), "errors": dict(errors.most_common()),
             "seconds": sampled_s, "greedy": asdict(greedy) | {"parses": greedy.parses},

@@ -126,6 +126,9 @@ def test_code_quality_runs_on_a_tiny_run(bench, tmp_path, corpus_file, capsys):
 
     with pytest.raises(SystemExit, match="no such run"):  # one line, not a traceback
         code_quality.main([str(tmp_path / "missing")])
+    assert parse["token_healing"] is False  # the documented protocol: healing only when asked
+    healed = code_quality.main([*argv, "--samples", "1", "--token-healing"])["parse"]
+    assert healed["token_healing"] is True and healed["samples"] == 1
 
 
 def test_code_quality_cuts_functions_where_the_next_statement_starts(bench):

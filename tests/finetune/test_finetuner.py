@@ -136,7 +136,7 @@ def test_loss_masks_of_the_three_record_shapes(tmp_path):
         (['{"completion": "a"}'], r"d.jsonl:1: .*'completion' too"),
         (['{"prompt": "a", "completion": 3}'], r"d.jsonl:1: 'completion' must be a string"),
         (['{"text": ""}'], r"d.jsonl:1: empty 'text'"),
-        (['{"input": "a"}'], r"d.jsonl:1: expected 'text', 'prompt' \+ 'completion', or 'messages'"),
+        (['{"input": "a"}'], r"d.jsonl:1: expected 'text', 'prompt' \+ 'completion', 'messages'"),
         (['[1, 2]'], r"d.jsonl:1: expected a JSON object"),
         (['{"messages": [{"role": "user", "content": "hi"}]}'], r"d.jsonl:1: no assistant message"),
         (['{"messages": [{"role": "robot", "content": "hi"}]}'], r"d.jsonl:1: unknown chat role"),

@@ -143,3 +143,33 @@ def test_bad_requests_and_a_full_queue_are_typed_errors(model, tokenizer):
             engine.submit(GenerationRequest([1], SamplingParams(max_new_tokens=1)))
 
     asyncio.run(main())
+
+
+def test_token_healing_in_the_engine_is_generate_texts(corpus_text):
+    """A request with token_healing backs up the prompt's tail as generate_text does: the same
+    seeded tokens and text; without it, the plain sampler's tokens."""
+    from gptlab.data.tokenizer import train_bpe_tokenizer
+    from gptlab.generate.healing import heal_prompt
+    from gptlab.generate.sampler import generate_text
+    from gptlab.model import GPT, GPTConfig
+
+    bpe = train_bpe_tokenizer([corpus_text], vocab_size=400)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=bpe.vocab_size, block_size=32, n_layer=1, n_head=2, n_embd=32)).eval()
+    prompt = "def "
+    ids = bpe.encode(prompt)
+    healed = heal_prompt(bpe, ids)
+    assert healed.text == " "  # the space goes: ` name` is a token of this vocabulary
+    requests = [GenerationRequest(ids, SamplingParams(max_new_tokens=8, seed=s, token_healing=heal))
+                for s in range(3) for heal in (True, False)]
+    events = run(Engine(model, bpe, EngineConfig(max_batch_size=4)), requests)
+    for request, evs in zip(requests, events):
+        tokens = [e.token_id for e in evs]
+        text = "".join(e.text for e in evs)
+        if request.params.token_healing:
+            assert tokens == list(generate_tokens(model, healed.prompt_ids, request.params,
+                                                  constraint=healed.constraint()))
+            assert bpe.decode(tokens).startswith(" ")
+        else:
+            assert tokens == list(generate_tokens(model, ids, request.params))
+        assert text == "".join(generate_text(model, bpe, prompt, request.params, stop_at_eot=False))

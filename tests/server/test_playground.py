@@ -201,3 +201,83 @@ def test_inspect_without_generating_uses_the_prompt(page):
     page.click("#inspect-button")
     page.locator("#error").wait_for(state="visible")
     assert "maximum context length" in page.inner_text("#error")
+
+
+def last_request(page) -> dict:
+    return page.evaluate("window.playground.lastRequest")
+
+
+def test_max_tokens_is_capped_by_what_the_prompt_leaves(page, server):
+    """The slider's 100 on a 128-token context: a 60-token prompt gets 68, not a 400; "auto"
+    leaves max_tokens out and the server fills the rest of the context."""
+    prompt = "x = 1\n" * 10  # 60 characters: 60 tokens of the char tokenizer
+    page.fill("#prompt", prompt)
+    page.fill("#seed", "1")
+    assert page.input_value("#max-tokens") == "100"
+    page.click("#generate")
+    wait_until_done(page)
+    assert not page.is_visible("#error")
+    assert last_request(page)["max_tokens"] == 128 - 60
+    assert "max tokens 68: what the prompt leaves of the context" in page.inner_text("#stats")
+    set_range(page, "#max-tokens", 0)
+    assert page.inner_text("#max-tokens-value") == "auto"
+    page.click("#generate")
+    wait_until_done(page)
+    assert not page.is_visible("#error") and "max_tokens" not in last_request(page)
+    set_range(page, "#max-tokens", 20)  # below what is left: sent as it is
+    page.click("#generate")
+    wait_until_done(page)
+    assert last_request(page)["max_tokens"] == 20
+
+
+def test_chat_turns_fit_and_a_failed_turn_comes_back_to_the_input_box(page):
+    page.check("input[name=mode][value=chat]")
+    page.fill("#seed", "2")
+    page.fill("#prompt", "Write a loop")
+    page.click("#generate")  # the slider says 100: more than the conversation leaves
+    wait_until_done(page)
+    assert not page.is_visible("#error")
+    assert 0 < last_request(page)["max_tokens"] < 100
+    assert page.locator("#transcript .turn").count() == 2
+    too_long = "print(x) " * 16  # 144 tokens: longer than the whole context
+    page.fill("#prompt", too_long)
+    page.click("#generate")
+    page.locator("#error").wait_for(state="visible")
+    assert "context" in page.inner_text("#error")
+    assert page.input_value("#prompt") == too_long  # the text is not lost
+    assert page.evaluate("window.playground.conversation.length") == 2  # the failed turn is gone
+    assert page.locator("#transcript .turn").count() == 2
+    page.click("#clear")
+    page.fill("#prompt", "Write a loop")
+    page.click("#generate")
+    wait_until_done(page)
+    sent = last_request(page)["messages"]
+    assert sent == [{"role": "user", "content": "Write a loop"}]  # nothing of the failed turn resent
+
+
+def test_whitespace_tokens_are_visible_marks_in_the_chips(page):
+    page.fill("#prompt", "if x:\n\t  y")
+    page.click("#inspect-button")
+    page.wait_for_function("window.playground.inspect.tokens.length === 10", timeout=30_000)
+    chips = page.locator("#attention-tokens .chip")
+    texts = chips.all_inner_texts()
+    assert texts == ["i", "f", "\u00b7", "x", ":", "\u21b5", "\u2192", "\u00b7", "\u00b7", "y"]
+    for i in (2, 5, 6, 7):  # a mark, not an empty box
+        assert chips.nth(i).locator(".ws").count() == 1
+        assert chips.nth(i).evaluate("el => el.querySelector('.ws').getBoundingClientRect().width") > 3
+    page.click("#tab-probabilities")
+    assert page.locator("#probability-tokens .chip").all_inner_texts() == texts
+
+
+def test_the_page_has_a_favicon(page, server):
+    href = page.get_attribute("link[rel=icon]", "href")
+    assert href == "/static/favicon.svg"
+    response = httpx.get(server.url + href, timeout=10)
+    assert response.status_code == 200 and response.headers["content-type"].startswith("image/svg+xml")
+    size = page.evaluate("""async (href) => {
+        const img = new Image();
+        img.src = href;
+        await img.decode();
+        return [img.naturalWidth, img.naturalHeight];
+    }""", href)
+    assert size[0] > 0 and size[1] > 0

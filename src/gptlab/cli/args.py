@@ -60,7 +60,10 @@ def add_dataclass_flags(
         if typing.get_origin(kind) is dict:
             kind = json_object
         help_text = f"{help_texts[field.name]} (default: {getattr(defaults, field.name)})"
-        if kind is bool:
+        if typing.get_origin(kind) is list:  # repeatable: --flag a --flag b
+            parser.add_argument(flag, action="append", default=argparse.SUPPRESS, help=help_text,
+                                metavar=field.name.upper())
+        elif kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
                                 help=help_text)
         else:

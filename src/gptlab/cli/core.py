@@ -59,6 +59,8 @@ TRAIN_HELP: dict[str, str] = {
     "sample_tokens": "tokens to sample after training (0: none)",
     "sample_prompt": "prompt of the sample printed after training "
     "(default: 'def ' on the default corpus, else a newline)",
+    "log_to": "also log metrics to tensorboard (RUN/tensorboard), csv (RUN/metrics.csv) or wandb; "
+    "repeatable or comma-separated",
 }
 
 
@@ -143,7 +145,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     # a run, checkpoint, LoRA run or adapter directory (adapters are applied to their base)
     model, tokenizer = load_finetuned_with_tokenizer(args.run, device=resolve_device(args.device))
     params = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                            top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+                            top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+                            token_healing=args.token_healing)
     prompt = args.prompt if args.prompt is not None else "\n"
     stop = list(args.stop or ())
     if args.few_shot:
@@ -223,5 +226,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--compile", action="store_true",
                    help="decode with torch.compile: tens of seconds to compile first (a C++ compiler on "
                    "CPU), then several times faster per token; worth it for long generations")
+    p.add_argument("--token-healing", action=argparse.BooleanOptionalAction, default=True,
+                   help="back up the prompt's last token when a longer token could start there (a prompt "
+                   "ending in a space, say) and let the first new tokens spell it again (default: on)")
     p.set_defaults(func=cmd_sample)
 

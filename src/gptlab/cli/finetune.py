@@ -145,12 +145,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "finetune", help="fine-tune a trained model on JSONL examples (full or LoRA)",
         description="Fine-tune a run or checkpoint on a .jsonl file of {\"text\"}, {\"prompt\", \"completion\"} "
-        "(loss on the completion) or {\"messages\"} (chat template, loss on assistant turns) records. "
+        "(loss on the completion) or {\"messages\"} (chat template, loss on assistant turns) records, or "
+        "Alpaca {\"instruction\", \"input\", \"output\"} and ShareGPT {\"conversations\"} ones (as chats); "
+        "a .json array of records works too. "
         "A held-out split is evaluated as training goes, starting with the base model; checkpoints "
         "resume exactly. With --lora only low-rank adapters train and are saved on their own.",
     )
     p.add_argument("base", nargs="?", help="run directory or checkpoint folder to start from")
-    p.add_argument("--data", help=".jsonl file of examples")
+    p.add_argument("--data", help=".jsonl (or .json array) file of examples")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     _add_finetune_flags(p)
     p.set_defaults(func=cmd_finetune)

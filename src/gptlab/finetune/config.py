@@ -65,7 +65,7 @@ class FinetuneConfig:
     """
 
     base: str = ""  # run directory or checkpoint folder of the model to fine-tune
-    data: str = ""  # .jsonl of {"text"}, {"prompt", "completion"} or {"messages"} records
+    data: str = ""  # .jsonl or .json of text, prompt/completion, messages, Alpaca or ShareGPT records
     out: str | None = None  # run directory; default runs/<base name>-finetune[-N]
     # data
     val_fraction: float = 0.1  # held-out examples (seeded permutation); 0: no validation

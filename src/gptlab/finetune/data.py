@@ -1,11 +1,21 @@
-"""Fine-tuning data: JSONL records → token ids with a loss mask → padded per-example batches.
+"""Fine-tuning data: JSON records → token ids with a loss mask → padded per-example batches.
 
-A record is one JSON object per line, in one of three shapes:
+A file holds one JSON object per line (JSONL), or one JSON array of objects (what Alpaca and
+ShareGPT files usually are, whatever their extension), in UTF-8 with or without a byte-order
+mark. A record has one of five shapes:
 
 * ``{"text": ...}`` — the loss covers every token;
 * ``{"prompt": ..., "completion": ...}`` — the loss covers the completion only;
 * ``{"messages": [{"role": ..., "content": ...}, ...]}`` — rendered with the chat template
-  (``gptlab.data.chat``); the loss covers the assistant turns (content and closing ``<|im_end|>``).
+  (``gptlab.data.chat``); the loss covers the assistant turns (content and closing ``<|im_end|>``);
+* Alpaca, ``{"instruction": ..., "input": ..., "output": ...}`` (``input`` may be empty or
+  missing) — a chat of one user turn (the instruction, then a blank line and the input when there
+  is one) and one assistant turn (the output);
+* ShareGPT, ``{"conversations": [{"from": ..., "value": ...}, ...]}`` — a chat, roles ``human``
+  → user, ``gpt`` → assistant, ``system`` → system (``user`` and ``assistant`` are taken too).
+
+A record with the fields of two shapes (``text`` beside ``prompt``/``completion``, say) is an
+error that names its line, not a silent choice.
 
 ``text`` and ``completion`` records end with a trained ``<|endoftext|>``, so the model learns to
 stop; chat turns end with their own ``<|im_end|>``. Each piece is encoded separately (so a mask
@@ -19,9 +29,11 @@ the longest with ``IGNORE_INDEX`` targets (right padding: causal attention never
 
 from __future__ import annotations
 
+import codecs
+import json
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,13 +43,23 @@ import torch
 
 from gptlab.data.chat import IM_END, IM_START, chat_segments
 from gptlab.errors import ConfigError, DataError
-from gptlab.fileio import iter_jsonl
 from gptlab.model.gpt import IGNORE_INDEX
 from gptlab.data.tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
 
 Segments = list[tuple[str, bool]]  # (text, trained) pieces of one example, in order
+
+# each shape's name in messages, and the fields that announce it
+SHAPES: dict[str, tuple[str, ...]] = {
+    "'text'": ("text",),
+    "'prompt'/'completion'": ("prompt", "completion"),
+    "'messages'": ("messages",),
+    "Alpaca 'instruction'/'output'": ("instruction", "output"),
+    "ShareGPT 'conversations'": ("conversations",),
+}
+SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
+                  "system": "system"}
 
 
 @dataclass(frozen=True)
@@ -50,20 +72,19 @@ class Record:
 
 
 def record_segments(obj: Any, where: str) -> tuple[str, Segments]:
-    """The kind and segments of one parsed JSONL value. Raises DataError naming ``where``."""
+    """The kind (``text``, ``completion`` or ``chat``) and segments of one parsed record.
+    Raises DataError naming ``where``."""
     if not isinstance(obj, dict):
         raise DataError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    shapes = [name for name, keys in SHAPES.items() if any(key in obj for key in keys)]
+    if len(shapes) > 1:
+        raise DataError(f"{where}: the record has both {' and '.join(shapes)}; keep the fields of one shape")
     if "messages" in obj:
-        messages = obj["messages"]
-        if not isinstance(messages, list) or not messages:
-            raise DataError(f"{where}: 'messages' must be a non-empty list of {{role, content}} objects")
-        try:
-            segments = chat_segments(messages)
-        except DataError as exc:
-            raise DataError(f"{where}: {exc}") from None
-        if not any(trained for _, trained in segments):
-            raise DataError(f"{where}: no assistant message, so nothing to learn")
-        return "chat", segments
+        return "chat", _chat(obj["messages"], where, "'messages'")
+    if "conversations" in obj:
+        return "chat", _chat(_sharegpt_messages(obj["conversations"], where), where, "'conversations'")
+    if "instruction" in obj or "output" in obj:
+        return "chat", _chat(_alpaca_messages(obj, where), where, "Alpaca")
     if "prompt" in obj or "completion" in obj:
         for key in ("prompt", "completion"):
             if key not in obj:
@@ -78,18 +99,127 @@ def record_segments(obj: Any, where: str) -> tuple[str, Segments]:
             raise DataError(f"{where}: empty 'text'")
         return "text", [(obj["text"], True)]
     keys = ", ".join(sorted(map(str, obj))) or "none"
-    raise DataError(f"{where}: expected 'text', 'prompt' + 'completion', or 'messages' (keys: {keys})")
+    raise DataError(f"{where}: expected 'text', 'prompt' + 'completion', 'messages', Alpaca "
+                    f"'instruction' + 'output', or ShareGPT 'conversations' (keys: {keys})")
+
+
+def _chat(messages: Any, where: str, field: str) -> Segments:
+    if not isinstance(messages, list) or not messages:
+        raise DataError(f"{where}: {field} must be a non-empty list of messages")
+    try:
+        segments = chat_segments(messages)
+    except DataError as exc:
+        raise DataError(f"{where}: {exc}") from None
+    if not any(trained for _, trained in segments):
+        raise DataError(f"{where}: no assistant message, so nothing to learn")
+    return segments
+
+
+def _sharegpt_messages(turns: Any, where: str) -> list[dict[str, str]]:
+    """ShareGPT's ``[{"from": "human", "value": ...}, ...]`` as chat messages."""
+    if not isinstance(turns, list) or not turns:
+        raise DataError(f"{where}: 'conversations' must be a non-empty list of {{from, value}} objects")
+    messages = []
+    for i, turn in enumerate(turns):
+        if not isinstance(turn, dict) or not isinstance(turn.get("from"), str) or not isinstance(turn.get("value"), str):
+            raise DataError(f"{where}: conversation turn {i} needs a 'from' and a string 'value'")
+        role = SHAREGPT_ROLES.get(turn["from"].lower())
+        if role is None:
+            known = ", ".join(sorted(SHAREGPT_ROLES))
+            raise DataError(f"{where}: conversation turn {i} is from {turn['from']!r}; expected one of {known}")
+        messages.append({"role": role, "content": turn["value"]})
+    return messages
+
+
+def _alpaca_messages(obj: dict[str, Any], where: str) -> list[dict[str, str]]:
+    """An Alpaca record as a user turn (instruction, blank line, input) and an assistant turn (output)."""
+    for key in ("instruction", "output"):
+        if key not in obj:
+            raise DataError(f"{where}: an Alpaca record needs 'instruction' and 'output' ('{key}' is missing)")
+    for key in ("instruction", "input", "output"):
+        if key in obj and not isinstance(obj[key], str):
+            raise DataError(f"{where}: '{key}' must be a string, got {type(obj[key]).__name__}")
+    if not obj["instruction"].strip():
+        raise DataError(f"{where}: empty 'instruction'")
+    extra = obj.get("input", "")
+    user = f"{obj['instruction']}\n\n{extra}" if extra.strip() else obj["instruction"]
+    return [{"role": "user", "content": user}, {"role": "assistant", "content": obj["output"]}]
+
+
+def read_records(path: str | Path) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed value) for each record of a fine-tuning file: every non-blank line of
+    JSONL, or every element of a file that holds one JSON array (the line where the element
+    starts). UTF-8, with or without a byte-order mark.
+
+    Raises DataError naming ``file:line`` for text that is not UTF-8 or not JSON, and for a
+    missing file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    raw = path.read_bytes()
+    if raw.startswith(codecs.BOM_UTF8):
+        raw = raw[len(codecs.BOM_UTF8):]
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise DataError(f"{path}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); save the file as UTF-8") from None
+    if text.lstrip().startswith("["):
+        yield from _array_elements(text, path)
+        return
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            yield number, json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+
+
+def _array_elements(text: str, path: Path) -> Iterator[tuple[int, Any]]:
+    """The elements of the JSON array that is all of ``text``, each with the line where it starts."""
+    decoder = json.JSONDecoder()
+
+    def line_of(index: int) -> int:
+        return text.count("\n", 0, index) + 1
+
+    def skip(index: int) -> int:
+        while index < len(text) and text[index] in " \t\r\n":
+            index += 1
+        return index
+
+    i = skip(text.index("[") + 1)
+    if i < len(text) and text[i] == "]":
+        i = skip(i + 1)
+    else:
+        while True:
+            try:
+                value, end = decoder.raw_decode(text, i)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+            yield line_of(i), value
+            i = skip(end)
+            if i < len(text) and text[i] == ",":
+                i = skip(i + 1)
+                continue
+            if i < len(text) and text[i] == "]":
+                i = skip(i + 1)
+                break
+            raise DataError(f"{path}:{line_of(i)}: not valid JSON (expected ',' or ']' after an array element)")
+    if i < len(text):
+        raise DataError(f"{path}:{line_of(i)}: not valid JSON (extra data after the array)")
 
 
 def load_records(path: str | Path) -> list[Record]:
-    """Every record of a JSONL file, in line order (blank lines skipped).
+    """Every record of a fine-tuning file (JSONL or a JSON array, see :func:`read_records`), in order.
 
-    Raises DataError, naming ``file:line``, for a line that is not JSON or not a valid record, and
-    for a missing, non-UTF-8 or empty file.
+    Raises DataError, naming ``file:line``, for a line that is not UTF-8, not JSON or not a valid
+    record, and for a missing or empty file.
     """
     path = Path(path)
     records = []
-    for line_number, obj in iter_jsonl(path):
+    for line_number, obj in read_records(path):
         where = f"{path}:{line_number}"
         kind, segments = record_segments(obj, where)
         records.append(Record(kind, segments, where))

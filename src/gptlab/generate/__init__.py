@@ -3,6 +3,8 @@
 - :mod:`~gptlab.generate.sampler` — the one sampler (prefill, then one decode step per token on the
   KV cache; temperature, top-k, top-p, seeds) that the CLI, the Python API, the trainer's samples
   and the server all use;
+- :mod:`~gptlab.generate.healing` — token healing: back up the prompt's tail, constrain the
+  next tokens to spell it again;
 - :mod:`~gptlab.generate.compiled` — the same decode step compiled with ``torch.compile``;
 - :mod:`~gptlab.generate.fewshot` — few-shot prompts built from examples.
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from gptlab.generate.compiled import compiled_decode_step
+from gptlab.generate.healing import HealedPrompt, PrefixConstraint, heal_prompt
 from gptlab.errors import GenerationError
 from gptlab.model.gpt import GPT
 from gptlab.data.tokenizer import Tokenizer
@@ -26,6 +27,11 @@ class SamplingParams:
     The logits are adjusted in the order OpenAI documents: ``logit_bias`` (token id → added value),
     then ``frequency_penalty`` × (times the token was generated so far) and ``presence_penalty`` ×
     (1 if it was generated at all) are subtracted; then temperature, top-k and top-p apply.
+
+    ``token_healing`` (on by default) backs up the prompt's last token(s) when a longer token
+    could start there, and makes the first generated tokens spell them again (see
+    :mod:`gptlab.generate.healing`): ``generate_text`` and the server's engine do it, as they know
+    the tokenizer; ``generate_tokens`` works on ids alone and takes the constraint as an argument.
     """
 
     max_new_tokens: int = 256
@@ -36,6 +42,7 @@ class SamplingParams:
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     logit_bias: Mapping[int, float] | None = None
+    token_healing: bool = True
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 0:
@@ -83,11 +90,16 @@ class SequenceSampler:
     """The sampling state of one sequence: its parameters, random generator and token counts.
 
     Each sequence draws from its own generator (seeded by ``params.seed``, else at random), so a
-    seeded sequence gets the same tokens alone or in a batch with others.
+    seeded sequence gets the same tokens alone or in a batch with others. A ``constraint`` (token
+    healing) allows only the tokens that spell the prompt's backed-up text until it is spelled.
     """
 
-    def __init__(self, params: SamplingParams, vocab_size: int, device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self, params: SamplingParams, vocab_size: int, device: torch.device | str = "cpu",
+        constraint: PrefixConstraint | None = None,
+    ) -> None:
         self.params = params
+        self.constraint = constraint
         seed = params.seed if params.seed is not None else int(torch.randint(0, 2**62, ()).item())
         self.generator = torch.Generator(device=device).manual_seed(seed)
         self.counts = torch.zeros(vocab_size, device=device) if params.penalised else None
@@ -99,9 +111,20 @@ class SequenceSampler:
             self.bias_ids = torch.tensor(ids, device=device)
             self.bias_values = torch.tensor(list(params.logit_bias.values()), device=device)
 
+    @property
+    def adjusts(self) -> bool:
+        """Whether :meth:`adjust` changes anything for the next token."""
+        return (self.bias_ids is not None or self.counts is not None
+                or (self.constraint is not None and not self.constraint.done))
+
     def adjust(self, logits: torch.Tensor) -> torch.Tensor:
         """One row's logits (V,) with logit_bias added and the presence/frequency penalties
-        (on the tokens generated so far) subtracted, in the order OpenAI documents."""
+        (on the tokens generated so far) subtracted, in the order OpenAI documents; while token
+        healing constrains the next token, every token that does not fit is set to -inf
+        (probability exactly zero, whatever the temperature, top-k or top-p)."""
+        if self.constraint is not None and not self.constraint.done:
+            allowed = self.constraint.allowed(logits.size(-1), logits.device)
+            logits = logits.masked_fill(~allowed, float("-inf"))
         if self.bias_ids is not None:
             logits = logits.index_add(0, self.bias_ids, self.bias_values.to(logits.dtype))
         if self.counts is not None:
@@ -110,9 +133,11 @@ class SequenceSampler:
         return logits
 
     def observe(self, token: int) -> None:
-        """Count a generated token (for the penalties)."""
+        """Count a generated token (for the penalties) and move the healing constraint past it."""
         if self.counts is not None:
             self.counts[token] += 1
+        if self.constraint is not None:
+            self.constraint.observe(token)
 
 
 def sample_rows(logits: torch.Tensor, samplers: Sequence[SequenceSampler]) -> torch.Tensor:
@@ -124,7 +149,7 @@ def sample_rows(logits: torch.Tensor, samplers: Sequence[SequenceSampler]) -> to
     argmax of their adjusted logits.
     """
     logits = logits.float()
-    if any(s.bias_ids is not None or s.counts is not None for s in samplers):
+    if any(s.adjusts for s in samplers):
         logits = torch.stack([s.adjust(row) for s, row in zip(samplers, logits)])
     greedy = [s.params.temperature == 0 for s in samplers]
     if all(greedy):
@@ -168,7 +193,8 @@ def top_logprobs(logits: torch.Tensor, token: torch.Tensor, k: int) -> tuple[tor
 
 @torch.inference_mode()
 def generate_tokens(
-    model: GPT, prompt_ids: Sequence[int], params: SamplingParams, *, compile: bool = False
+    model: GPT, prompt_ids: Sequence[int], params: SamplingParams, *, compile: bool = False,
+    constraint: PrefixConstraint | None = None,
 ) -> Iterator[int]:
     """Yield up to ``params.max_new_tokens`` sampled token ids that continue ``prompt_ids``.
 
@@ -179,7 +205,9 @@ def generate_tokens(
     sees between half a context and a full one. With ``compile``, the one-token passes run through
     ``torch.compile`` (see ``gptlab.generate.compiled``): the first call compiles for tens of
     seconds, later calls with the same weights reuse it; the tokens are the same up to float
-    rounding. Raises GenerationError if the prompt is empty.
+    rounding. ``params.token_healing`` is not read here (healing needs the tokens' text): pass
+    ``constraint=heal_prompt(tokenizer, ids).constraint()`` with the healed prompt's ids, as
+    ``generate_text`` does. Raises GenerationError if the prompt is empty.
     """
     if len(prompt_ids) == 0:
         raise GenerationError("the prompt is empty: give at least one token")
@@ -193,7 +221,7 @@ def generate_tokens(
     was_training = model.training
     model.eval()
     device = model.transformer.wte.weight.device
-    sampler = SequenceSampler(params, model.config.vocab_size, device)
+    sampler = SequenceSampler(params, model.config.vocab_size, device, constraint)
     # a compiled step is built for one cache shape: give every generation the full context
     fits = len(history) + params.max_new_tokens <= block_size
     cache = model.new_cache(batch_size=1, max_len=len(history) + params.max_new_tokens
@@ -233,17 +261,21 @@ class TextStream:
 
     Decoding is incremental: only the tokens since the last complete character are decoded again
     (byte-level tokenizers decode a concatenation of tokens to the concatenation of their bytes).
+
+    ``skip`` characters at the start are the prompt's own, spelled again by token healing: they
+    are never shown, and stop sequences are looked for only after them.
     """
 
     MAX_PENDING = 8  # tokens; more than a UTF-8 character needs, so nothing valid waits longer
 
-    def __init__(self, tokenizer: Tokenizer, stop: Sequence[str] = ()) -> None:
+    def __init__(self, tokenizer: Tokenizer, stop: Sequence[str] = (), skip: int = 0) -> None:
         self.tokenizer = tokenizer
         self.stops = [s for s in stop if s]
         self.tokens: list[int] = []
         self.text = ""  # decoded text of the tokens before ``pending``
         self.pending: list[int] = []  # tokens whose text may still be an incomplete character
-        self.shown = 0  # characters of the decoded text already returned
+        self.skip = skip
+        self.shown = skip  # characters of the decoded text already returned (or skipped)
         self.stopped = False
 
     def push(self, token: int) -> str:
@@ -257,7 +289,7 @@ class TextStream:
         self.text += piece
         self.pending = []
         longest = max((len(s) for s in self.stops), default=0)
-        cut = _first_stop(self.text, self.stops, start=max(0, self.shown - longest))
+        cut = _first_stop(self.text, self.stops, start=max(self.skip, self.shown - longest))
         if cut is not None:
             self.stopped = True
             return self._show(cut)
@@ -270,7 +302,7 @@ class TextStream:
         if self.pending:
             self.text += self.tokenizer.decode(self.pending)
             self.pending = []
-            cut = _first_stop(self.text, self.stops, start=0)
+            cut = _first_stop(self.text, self.stops, start=self.skip)
             if cut is not None:
                 self.stopped = True
                 return self._show(cut)
@@ -298,10 +330,14 @@ def generate_text(
 
     Generation ends at the first stop sequence (which is not yielded), at the end-of-text token
     when ``stop_at_eot``, or after ``max_new_tokens``. See TextStream for what is held back;
-    ``compile`` is ``generate_tokens``'s.
+    ``compile`` is ``generate_tokens``'s. With ``params.token_healing`` the prompt's last token(s)
+    may be backed up and spelled again by the first new tokens (which count towards
+    ``max_new_tokens``); the text yielded is still only what follows ``prompt``.
     """
-    stream = TextStream(tokenizer, stop)
-    for token in generate_tokens(model, tokenizer.encode(prompt), params, compile=compile):
+    healed = heal_prompt_if(tokenizer, tokenizer.encode(prompt), params)
+    stream = TextStream(tokenizer, stop, skip=healed.backed_up)
+    tokens = generate_tokens(model, healed.prompt_ids, params, compile=compile, constraint=healed.constraint())
+    for token in tokens:
         if stop_at_eot and token == tokenizer.eot_id:
             break
         piece = stream.push(token)
@@ -312,6 +348,16 @@ def generate_text(
     rest = stream.flush()
     if rest:
         yield rest
+
+
+def heal_prompt_if(
+    tokenizer: Tokenizer, prompt_ids: Sequence[int], params: SamplingParams, *, enabled: bool = True
+) -> HealedPrompt:
+    """``heal_prompt(tokenizer, prompt_ids)`` when ``params.token_healing`` (and ``enabled``), else
+    the prompt unchanged."""
+    if params.token_healing and enabled:
+        return heal_prompt(tokenizer, prompt_ids)
+    return HealedPrompt(list(prompt_ids))
 
 
 def _first_stop(text: str, stops: Sequence[str], start: int) -> int | None:

@@ -28,6 +28,7 @@ from gptlab.generate.sampler import (
     SamplingParams,
     SequenceSampler,
     TextStream,
+    heal_prompt_if,
     sample_rows,
     top_logprobs,
 )
@@ -118,8 +119,13 @@ class _Sequence:
     ) -> None:
         self.request = request
         self.stream = stream
-        self.text = TextStream(tokenizer, request.stop)
-        self.sampler = SequenceSampler(request.params, vocab, device)
+        # token healing (opt-in per request) may back up the prompt's tail: prefill what is left
+        # (never when the prompt itself is scored: echo's logprobs are for the prompt as sent)
+        healed = heal_prompt_if(tokenizer, request.prompt_ids, request.params,
+                                enabled=not request.prompt_logprobs)
+        self.prompt_ids = healed.prompt_ids
+        self.text = TextStream(tokenizer, request.stop, skip=healed.backed_up)
+        self.sampler = SequenceSampler(request.params, vocab, device, healed.constraint())
         self.generated = 0
         self.last_token = 0
 
@@ -247,7 +253,7 @@ class Engine:
         row = len(self._running)
         view = self.cache.rows(row, row + 1)
         view.reset()
-        ids = torch.tensor([seq.request.prompt_ids], dtype=torch.long, device=self.device)  # (1, T)
+        ids = torch.tensor([seq.prompt_ids], dtype=torch.long, device=self.device)  # (1, T)
         logits, _ = self.model(ids, cache=view, last_only=not seq.request.prompt_logprobs)
         if seq.request.prompt_logprobs:
             logp = torch.log_softmax(logits[0, :-1].float(), dim=-1)  # (T-1, V): token t+1 given t

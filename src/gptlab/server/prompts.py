@@ -206,6 +206,7 @@ def engine_requests(
                     seed=None if body.seed is None else body.seed + i,
                     presence_penalty=body.presence_penalty, frequency_penalty=body.frequency_penalty,
                     logit_bias=bias,
+                    token_healing=False,  # off on the server unless a request asks for it
                 )
             except GenerationError as exc:
                 raise bad_request(str(exc)) from None

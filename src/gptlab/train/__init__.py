@@ -7,7 +7,8 @@
 - :mod:`~gptlab.train.distributed` — DDP / FSDP2 wrapping from outside the model, for ``torchrun``;
 - :mod:`~gptlab.train.gpus` — peak FLOPS per device, for MFU;
 - :mod:`~gptlab.train.checkpoint` — atomic safetensors checkpoints, loaded back with their tokenizer;
-- :mod:`~gptlab.train.curves` — the loss curve from ``metrics.jsonl``.
+- :mod:`~gptlab.train.curves` — the loss curve from ``metrics.jsonl``;
+- :mod:`~gptlab.train.tracking` — ``--log-to``: the same metrics to TensorBoard, CSV or W&B.
 """
 
 from gptlab.train.checkpoint import Checkpoint, find_checkpoint, load_checkpoint, load_config, save_checkpoint

@@ -12,6 +12,7 @@ from typing import Any
 
 from gptlab.model.config import GPTConfig, check_positive_ints, dataclass_from_dict, preset
 from gptlab.errors import ConfigError
+from gptlab.train.tracking import parse_trackers
 
 
 @dataclass
@@ -62,6 +63,7 @@ class TrainConfig:
     progress: bool = True
     sample_tokens: int = 300  # tokens to sample at the end (0: none)
     sample_prompt: str = ""
+    log_to: list[str] = dataclasses.field(default_factory=list)  # trackers beside metrics.jsonl (tracking.py)
 
     def __post_init__(self) -> None:
         check_positive_ints(self, ("batch_size", "grad_accum", "max_steps", "eval_interval", "eval_iters",
@@ -81,6 +83,7 @@ class TrainConfig:
         if self.max_bytes is not None and self.max_bytes < 1:
             raise ConfigError(f"max_bytes must be positive, got {self.max_bytes!r}")
         check_optimization_settings(self)
+        self.log_to = parse_trackers(self.log_to)  # "tensorboard,csv" or a list of names
         if self.optimizer not in ("adamw", "muon"):
             raise ConfigError(f"optimizer must be adamw or muon, got {self.optimizer!r}")
         if self.optimizer == "muon" and self.fsdp:

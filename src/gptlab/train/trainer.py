@@ -31,6 +31,7 @@ from gptlab.model.gpt import GPT
 from gptlab.train.muon import MuonAdamW
 from gptlab.data.tokenizer import Tokenizer
 from gptlab.train.config import TrainConfig
+from gptlab.train.tracking import Tracking
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +162,7 @@ class Trainer:
         peak = peak_flops_of(self.device) if self.bf16 else None
         self.peak_flops = None if peak is None else peak * self.dist.world_size
         self.flops_per_token = count_config(self.model.config).training_flops_per_token
+        self.tracking = Tracking(cfg.log_to, self.run_dir, cfg.to_dict(), enabled=self.dist.is_main)
 
     def _restore(self, ckpt: Checkpoint) -> None:
         if ckpt.optimizer_state is not None:
@@ -225,6 +227,7 @@ class Trainer:
         return path
 
     def _log(self, record: dict[str, Any]) -> None:
+        self.tracking.log(record)  # --log-to trackers (rank 0 only)
         if self.dist.is_main:
             with open(self.run_dir / METRICS_FILE, "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
@@ -319,6 +322,7 @@ class Trainer:
             if cfg.sample_tokens > 0 and done:
                 sample = self.sample()
         distributed.barrier(self.dist)
+        self.tracking.close()
         return TrainResult(self.run_dir, self.step, last_loss, self.last_val, sample,
                            time.perf_counter() - start)
 

@@ -47,7 +47,6 @@ function samplingFields() {
     model: state.model || undefined,
     temperature: Number($("temperature").value),
     top_p: Number($("top-p").value),
-    max_tokens: Number($("max-tokens").value),
     stream: true,
     stream_options: { include_usage: true },
   };
@@ -57,6 +56,28 @@ function samplingFields() {
   const stop = $("stop").value.replace(/\\n/g, "\n").replace(/\\t/g, "\t");
   if (stop) fields.stop = [stop];
   return fields;
+}
+
+// max_tokens for a request: the slider's value, capped by what the prompt leaves of the context
+// (POST /tokenize counts the prompt's tokens as the server will: a chat's whole conversation);
+// undefined leaves it out, and the server generates up to the end of the context. That is what
+// "auto" (0) asks for, and what a prompt that fills the context gets (the server's 400 then says so).
+async function maxTokensFor(input) {
+  const wanted = Number($("max-tokens").value);
+  state.capped = null;
+  if (wanted === 0) return undefined;
+  try {
+    const response = await fetch("/tokenize", { method: "POST", headers: headers(),
+                                                body: JSON.stringify({ model: state.model || undefined, ...input }) });
+    if (!response.ok) return wanted; // the generation request reports the problem
+    const { count, max_model_len: context } = await response.json();
+    const left = context - count;
+    if (left < 1) return undefined;
+    if (left < wanted) state.capped = left;
+    return Math.min(wanted, left);
+  } catch (e) {
+    return wanted;
+  }
 }
 
 // ---- talking to the API -----------------------------------------------------------------------
@@ -276,15 +297,24 @@ function showError(message) {
   box.hidden = !message;
 }
 
+// Chat: the user's turn joins the conversation only once an answer comes back. After an error
+// (or a stop before any text), the turn is taken back and its text returns to the input box, so
+// the next Send does not send it twice.
 async function generate() {
   showError("");
+  if ($("generate").disabled) return; // Ctrl+Enter while a request runs
+  setBusy(true);
   if (!state.model) await loadModel();
   const chat = mode() === "chat";
   const prompt = $("prompt").value;
-  let url, body;
+  let url, body, turn = null;
   if (chat) {
-    if (!prompt.trim()) return;
-    state.conversation.push({ role: "user", content: prompt });
+    if (!prompt.trim()) {
+      setBusy(false);
+      return;
+    }
+    turn = { role: "user", content: prompt };
+    state.conversation.push(turn);
     const messages = [];
     if ($("system").value.trim()) messages.push({ role: "system", content: $("system").value });
     messages.push(...state.conversation);
@@ -293,13 +323,16 @@ async function generate() {
     $("prompt").value = "";
     renderTranscript();
     resetAnswer("");
+    body.max_tokens = await maxTokensFor({ messages });
   } else {
     url = "/v1/completions";
     body = { ...samplingFields(), prompt, logprobs: 5 };
     resetAnswer(prompt);
+    body.max_tokens = await maxTokensFor({ prompt });
   }
+  if (body.max_tokens === undefined) delete body.max_tokens;
+  state.lastRequest = body; // (tests read it)
   state.abort = new AbortController();
-  setBusy(true);
   const started = performance.now();
   let usage = null;
   let finish = null;
@@ -333,11 +366,15 @@ async function generate() {
   }
   const seconds = (performance.now() - started) / 1000;
   const n = usage ? usage.completion_tokens : state.tokens.length;
-  $("stats").textContent = `${n} tokens in ${seconds.toFixed(2)} s (${(n / seconds).toFixed(1)}/s) · ${finish || ""}`;
+  const capped = state.capped ? ` · max tokens ${state.capped}: what the prompt leaves of the context` : "";
+  $("stats").textContent = `${n} tokens in ${seconds.toFixed(2)} s (${(n / seconds).toFixed(1)}/s) · ${finish || ""}${capped}`;
   if (chat && state.text) {
     state.conversation.push({ role: "assistant", content: state.text });
-    renderTranscript();
+  } else if (chat && (finish === "error" || finish === "stopped")) {
+    state.conversation.splice(state.conversation.indexOf(turn), 1);
+    if (!$("prompt").value) $("prompt").value = prompt; // unless something new was typed meanwhile
   }
+  if (chat) renderTranscript();
 }
 
 // ---- inspect: attention and probabilities of the current text (POST /v1/inspect) ---------------
@@ -468,6 +505,25 @@ function attentionShade(weight) {
   return `rgba(47, 111, 223, ${(0.9 * alpha).toFixed(3)})`;
 }
 
+// Whitespace as visible marks (a space ·, a newline ↵, a tab →, a carriage return ␍), each in a
+// span.ws so that it reads as a mark, not as text: a token of spaces is no longer an empty box.
+const WHITESPACE_MARKS = { " ": "\u00b7", "\n": "\u21b5", "\t": "\u2192", "\r": "\u240d" };
+
+function chipContent(chip, token) {
+  let plain = "";
+  const flush = () => { if (plain) chip.append(plain); plain = ""; };
+  for (const ch of token) {
+    const mark = WHITESPACE_MARKS[ch];
+    if (!mark) { plain += ch; continue; }
+    flush();
+    const span = document.createElement("span");
+    span.className = "ws";
+    span.textContent = mark;
+    chip.append(span);
+  }
+  flush();
+}
+
 // A chip for each token; a newline token also breaks the line, so the layout follows the text.
 function tokenChips(box, className) {
   const frag = document.createDocumentFragment();
@@ -476,7 +532,7 @@ function tokenChips(box, className) {
     chip.className = "chip " + className;
     chip.dataset.index = String(i);
     const newline = token.endsWith("\n");
-    chip.textContent = newline ? token.slice(0, -1).replace(/\n/g, "\u21b5") + "\u21b5" : token;
+    chipContent(chip, token);
     if (newline) chip.classList.add("newline");
     frag.append(chip);
     if (newline) {
@@ -670,7 +726,7 @@ function init() {
   bindSlider("temperature", (v) => v.toFixed(2));
   bindSlider("top-p", (v) => v.toFixed(2));
   bindSlider("top-k", (v) => (v === 0 ? "off" : String(v)));
-  bindSlider("max-tokens", (v) => String(v));
+  bindSlider("max-tokens", (v) => (v === 0 ? "auto" : String(v)));
   const savedKey = sessionStorage.getItem("gptlab-api-key");
   if (savedKey) $("api-key").value = savedKey;
   $("api-key").addEventListener("change", () => {
