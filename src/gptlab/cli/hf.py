@@ -35,14 +35,14 @@ def cmd_import_hf(args: argparse.Namespace) -> int:
 
 
 def cmd_export_hf(args: argparse.Namespace) -> int:
-    from gptlab.train.checkpoint import find_checkpoint, load_checkpoint
+    from gptlab.train.checkpoint import load_checkpoint
     from gptlab.interop.hf import export_hf
 
-    folder = find_checkpoint(args.run).resolve()
+    ckpt = load_checkpoint(args.run)  # the newest intact checkpoint of a run
+    folder = ckpt.path.resolve()
     out = Path(args.out).resolve()
     if out == folder or out in folder.parents:
         raise CheckpointError(f"{args.out}: would replace the checkpoint being exported; choose another OUT")
-    ckpt = load_checkpoint(folder)
     export_hf(ckpt.model, ckpt.tokenizer, args.out, overwrite=args.overwrite)
     print(
         f"exported {folder} → {args.out}\n"
