@@ -44,6 +44,7 @@ from gptlab.train.checkpoint import (
     has_checkpoint,
     load_checkpoint,
     save_checkpoint,
+    save_failure,
 )
 from gptlab.train.lock import RunLock, lock_run
 from gptlab.train.metrics_log import METRICS_FILE, MetricsLog
@@ -251,11 +252,14 @@ class Finetuner:
             return self.run_dir / f"ckpt-{self.step:06d}"
         if self.is_lora:
             assert self.cfg.lora is not None
-            self.adapter_dir = save_adapter(
-                self.model, self.run_dir / f"{ADAPTER_PREFIX}{self.step:06d}", self.cfg.lora,
-                base_fingerprint=self.base_fingerprint,
-                extra={"base_path": self.base_path, "step": self.step, "val_loss": self.last_val},
-            )
+            name = f"{ADAPTER_PREFIX}{self.step:06d}"
+            try:
+                self.adapter_dir = save_adapter(
+                    self.model, self.run_dir / name, self.cfg.lora, base_fingerprint=self.base_fingerprint,
+                    extra={"base_path": self.base_path, "step": self.step, "val_loss": self.last_val},
+                )
+            except (OSError, SafetensorError) as exc:
+                raise CheckpointError(save_failure(self.run_dir, name, exc)) from None
             with plain_linears(self.model):
                 path = save_checkpoint(self.run_dir, self.model, self.tokenizer, step=self.step,
                                        state=self._state(), optimizer=self.optimizer,
@@ -374,7 +378,10 @@ class Finetuner:
         """Write the trained weights to ``best.safetensors``, atomically."""
         tensors = {name: p.detach().cpu().contiguous() for name, p in self.trained.items()}
         metadata = {"step": str(self.step), "val_loss": repr(self.best_val)}
-        atomic_write(self.run_dir / BEST_FILE, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+        try:
+            atomic_write(self.run_dir / BEST_FILE, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+        except (OSError, SafetensorError) as exc:
+            raise CheckpointError(save_failure(self.run_dir, BEST_FILE, exc)) from None
 
     def _end_with_best(self) -> None:
         """At the end of a run: load the best evaluation's weights if they are not the current ones.

@@ -121,13 +121,13 @@ def save_checkpoint(
         _write_folder(run_dir, name, model, tokenizer, step, state, optimizer, model_state, optimizer_state)
         atomic_write_text(run_dir / LATEST, name + "\n")
     except (OSError, SafetensorError) as exc:
-        raise CheckpointError(_save_failure(run_dir, name, exc)) from None
+        raise CheckpointError(save_failure(run_dir, name, exc)) from None
     _prune(run_dir, keep)
     return run_dir / name
 
 
-def _save_failure(run_dir: Path, name: str, exc: BaseException) -> str:
-    """The one-line message of a failed save: what failed, and which checkpoint is still good."""
+def save_failure(run_dir: Path, name: str, exc: BaseException) -> str:
+    """The one-line message of a failed save of ``name`` in ``run_dir``: why, and which checkpoint is still good."""
     reason = "the disk is full" if is_disk_full(exc) else (getattr(exc, "strerror", None) or str(exc))
     try:
         kept = f"the last good checkpoint, {find_checkpoint(run_dir).name}, is kept"
