@@ -30,10 +30,10 @@ _held: weakref.WeakValueDictionary[str, RunLock] = weakref.WeakValueDictionary()
 class RunLock:
     """An exclusive lock on a run directory, held until :meth:`release` or until garbage collected."""
 
-    def __init__(self, run_dir: Path, fd: int | None, created_dir: bool) -> None:
+    def __init__(self, run_dir: Path, fd: int | None, created: Path | None) -> None:
         self.run_dir = run_dir
         self._fd = fd
-        self.created_dir = created_dir  # whether taking the lock created the run directory
+        self.created = created  # the outermost folder that taking the lock created (None: none)
 
     @property
     def held(self) -> bool:
@@ -46,12 +46,19 @@ class RunLock:
             return
         os.close(self._fd)  # closing the only descriptor of the open file drops the flock
         self._fd = None
-        _held.pop(str(self.run_dir.resolve()), None)
-        if remove_if_unused and self.created_dir:
+        key = str(self.run_dir.resolve())
+        if _held.get(key) is self:
+            del _held[key]
+        if remove_if_unused and self.created is not None:
             try:
                 if [p.name for p in self.run_dir.iterdir()] == [LOCK_FILE]:
                     (self.run_dir / LOCK_FILE).unlink()
-                    self.run_dir.rmdir()
+                    folder = self.run_dir
+                    while True:  # and the parents it created, while empty
+                        folder.rmdir()
+                        if folder == self.created:
+                            break
+                        folder = folder.parent
             except OSError:
                 pass
 
@@ -72,7 +79,11 @@ def lock_run(run_dir: str | Path) -> RunLock:
     Raises CheckpointError naming the holder's PID when another process is writing the run.
     """
     run_dir = Path(run_dir)
-    created = not run_dir.exists()
+    created = None
+    for folder in (run_dir, *run_dir.parents):
+        if folder.exists():
+            break
+        created = folder
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
