@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import re
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -32,16 +35,88 @@ def fsync_dir(path: str | Path) -> None:
         os.close(fd)
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it where the OS allows (Linux ``/proc``)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and restore (a moment in which threads see 022)
+    os.umask(mask)
+    return mask
+
+
+def follow_umask(path: str | Path) -> None:
+    """Give ``path`` the mode an ordinary ``open``/``mkdir`` would have: 0644 / 0755 under umask 022.
+
+    ``tempfile`` creates 0600 files and 0700 folders, and safetensors writes 0600: a checkpoint
+    renamed from either would be unreadable by other users and containers.
+    """
+    base = 0o777 if os.path.isdir(path) else 0o666
+    os.chmod(path, base & ~current_umask())
+
+
+def temp_dir(parent: str | Path, name: str) -> Path:
+    """A new hidden temporary folder ``.NAME.tmp-PID-XXXX`` in ``parent`` (mode per the umask).
+
+    The PID in its name lets :func:`remove_leftovers` tell a crashed writer's folder from a live one's.
+    """
+    path = Path(tempfile.mkdtemp(dir=parent, prefix=f".{name}.tmp-{os.getpid()}-"))
+    follow_umask(path)
+    return path
+
+
+def aside_path(path: Path) -> Path:
+    """Where a folder about to be replaced is moved first: ``.NAME.old-PID`` beside it."""
+    return path.with_name(f".{path.name}.old-{os.getpid()}")
+
+
+_LEFTOVER_PID = re.compile(r"\.(?:tmp|old)-(\d+)")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def remove_leftovers(parent: str | Path, name_glob: str) -> None:
+    """Remove ``.NAME.tmp-*`` / ``.NAME.old-*`` folders (``NAME`` matching ``name_glob``) that this
+    process left, or whose writer is gone (a crash); another live process's are never touched."""
+    parent = Path(parent)
+    for stale in [*parent.glob(f".{name_glob}.tmp-*"), *parent.glob(f".{name_glob}.old-*")]:
+        match = _LEFTOVER_PID.search(stale.name)
+        pid = int(match.group(1)) if match else None
+        if pid is None or pid == os.getpid() or not _pid_alive(pid):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` says the disk (or quota) is full, as an OSError or a library's message."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return "No space left on device" in str(exc) or "Disk quota exceeded" in str(exc)
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
     """Have ``write`` fill a temporary file in ``path``'s directory, fsync it and ``os.replace``
     it onto ``path``: readers see either the old file or the complete new one, never a part.
-    The temporary file is removed if anything fails."""
+    The file gets the umask's mode (0644 under 022). The temporary file is removed if anything
+    fails."""
     path = Path(path)
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     tmp = Path(name)
     try:
         write(tmp)
+        follow_umask(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)

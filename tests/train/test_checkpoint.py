@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from gptlab.train.checkpoint import find_checkpoint, load_checkpoint, load_config, save_checkpoint
+from gptlab.train.checkpoint import find_checkpoint, load_checkpoint, load_config, save_checkpoint, state_checksum
 from gptlab.model.config import GPTConfig
 from gptlab.errors import CheckpointError
 from gptlab.model.gpt import GPT
@@ -53,9 +53,17 @@ def test_weights_are_safetensors_not_pickle(saved):
 
 def test_keep_only_the_newest(saved):
     run, model, tokenizer, _ = saved
-    save_checkpoint(run, model, tokenizer, step=8)
+    save_checkpoint(run, model, tokenizer, step=8, keep=1)
     assert sorted(p.name for p in run.glob("ckpt-*")) == ["ckpt-000008"]
     assert (run / "LATEST").read_text().strip() == "ckpt-000008"
+
+
+def test_the_newest_three_are_kept_by_default(saved):
+    run, model, tokenizer, _ = saved
+    for step in (8, 9, 10):
+        save_checkpoint(run, model, tokenizer, step=step)
+    assert sorted(p.name for p in run.glob("ckpt-*")) == ["ckpt-000008", "ckpt-000009", "ckpt-000010"]
+    assert (run / "LATEST").read_text().strip() == "ckpt-000010"
 
 
 def test_truncated_weights_are_detected(saved):
@@ -94,6 +102,7 @@ def test_tokenizer_checkpoint_mismatch(saved):
     (folder / "config.json").write_text(json.dumps(config))
     state = json.loads((folder / "state.json").read_text())
     del state["sha256"]["config.json"]  # pretend the edit was legitimate: the mismatch must still be caught
+    state["checksum"] = state_checksum(state)
     (folder / "state.json").write_text(json.dumps(state))
     with pytest.raises(CheckpointError, match="tokenizer has"):
         load_checkpoint(run)
@@ -107,6 +116,7 @@ def test_weights_that_do_not_match_the_config(saved):
     (folder / "config.json").write_text(json.dumps(config))
     state = json.loads((folder / "state.json").read_text())
     del state["sha256"]["config.json"]
+    state["checksum"] = state_checksum(state)
     (folder / "state.json").write_text(json.dumps(state))
     with pytest.raises(CheckpointError, match="do not match"):
         load_checkpoint(run)
@@ -120,7 +130,7 @@ def test_interrupted_save_leaves_the_last_good_checkpoint(saved, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(checkpoint, "sha256_file", explode)
-    with pytest.raises(OSError):
+    with pytest.raises(CheckpointError, match="disk full.*ckpt-000007, is kept"):
         save_checkpoint(run, model, tokenizer, step=9)
     monkeypatch.undo()
     assert load_checkpoint(run).path.name == "ckpt-000007"

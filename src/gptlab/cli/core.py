@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import sys
 from pathlib import Path
@@ -49,6 +48,7 @@ TRAIN_HELP: dict[str, str] = {
     "eval_iters": "batches per validation estimate",
     "log_interval": "write training loss to metrics.jsonl every N steps",
     "checkpoint_interval": "save a checkpoint every N steps",
+    "keep_checkpoints": "keep the newest N checkpoints: loading falls back to an older one when the newest is damaged",
     "seed": "random seed (model init, data windows, dropout, the final sample)",
     "device": "auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps",
     "dtype": "auto (bf16 autocast on CUDA), float32 or bfloat16",
@@ -73,6 +73,7 @@ def _add_train_flags(parser: argparse.ArgumentParser) -> None:
 def train_config_from_args(args: argparse.Namespace) -> tuple[Any, bool]:
     """Merge defaults ← saved run config (on --resume) ← --config file ← flags."""
     from gptlab.config_file import load_config_file
+    from gptlab.train.checkpoint import saved_settings
     from gptlab.train.trainer import CONFIG_FILE, default_run_dir
     from gptlab.train.config import TrainConfig
 
@@ -82,10 +83,7 @@ def train_config_from_args(args: argparse.Namespace) -> tuple[Any, bool]:
     if args.resume:
         out = settings.get("out")
         run_dir = Path(out) if out else default_run_dir(TrainConfig.from_dict(settings), resume=True)
-        saved_path = run_dir / CONFIG_FILE
-        if saved_path.exists():
-            saved = json.loads(saved_path.read_text(encoding="utf-8"))
-            settings = {**saved, **settings}
+        settings = {**saved_settings(run_dir, CONFIG_FILE, "train_config"), **settings}
     return TrainConfig.from_dict(settings), args.resume
 
 
@@ -117,7 +115,18 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(result.sample)
     finally:
         distributed.shutdown(trainer.dist)
-    return 0
+    return stopped_exit_code(result.stopped_by, "train", result.run_dir)
+
+
+def stopped_exit_code(signum: int | None, command: str, run_dir: Path) -> int:
+    """0, or for a run a signal stopped (after saving): say how to go on, and return 128 + the signal."""
+    if signum is None:
+        return 0
+    import signal
+
+    print(f"stopped by {signal.Signals(signum).name}; the checkpoint is saved: continue with "
+          f"gptlab {command} --out {run_dir} --resume", file=sys.stderr)
+    return 128 + signum
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ FINETUNE_HELP: dict[str, str] = {
                     "last step's (a --max-time stop keeps the last, so that --resume continues it)",
     "log_interval": "write the training loss to metrics.jsonl every N steps",
     "checkpoint_interval": "save a checkpoint every N steps",
+    "keep_checkpoints": "keep the newest N checkpoints: loading falls back to an older one when the newest is damaged",
     "seed": "random seed (split, example order, LoRA init, dropout)",
     "device": "auto (cuda, then mps, then cpu), cpu, cuda, mps",
     "dtype": "auto (bf16 autocast on CUDA), float32 or bfloat16",
@@ -81,9 +81,9 @@ def finetune_config_from_args(args: argparse.Namespace) -> Any:
             from gptlab.errors import ConfigError
 
             raise ConfigError("--resume needs --out RUN, the fine-tuning run to continue")
-        saved_path = Path(settings["out"]) / CONFIG_FILE
-        if saved_path.exists():
-            saved = json.loads(saved_path.read_text(encoding="utf-8"))
+        from gptlab.train.checkpoint import saved_settings
+
+        saved = saved_settings(Path(settings["out"]), CONFIG_FILE, "finetune_config")
     lora: Any = saved.get("lora")
     if getattr(args, "lora", False) or lora_flags:
         lora = {**(lora or LoRAConfig().to_dict()), **lora_flags}
@@ -117,7 +117,9 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     print(f"{line}; {result.elapsed:.1f}s; run saved in {result.run_dir}", file=sys.stderr)
     if result.adapter is not None:
         print(f"adapter: {result.adapter}", file=sys.stderr)
-    return 0
+    from gptlab.cli.core import stopped_exit_code
+
+    return stopped_exit_code(result.stopped_by, "finetune", result.run_dir)
 
 
 def cmd_lora_merge(args: argparse.Namespace) -> int:

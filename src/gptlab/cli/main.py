@@ -54,3 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"gptlab {args.command}: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # the disk, permissions, a vanished file: the machine's answer, in one line
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"gptlab {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1

@@ -67,8 +67,8 @@ def _stdlib_root() -> Path:
     return Path(sysconfig.get_paths()["stdlib"])
 
 
-def _iter_default_corpus(max_bytes: int | None) -> Iterator[tuple[str, Path, str]]:
-    """(relative name, path, text) of each default-corpus file, in order, within the budget."""
+def _default_corpus_candidates() -> list[tuple[str, Path]]:
+    """(relative name, path) of every file the default corpus may take, in order."""
     root = _stdlib_root()
     candidates: list[tuple[str, Path]] = []
     for directory, subdirs, files in os.walk(root):
@@ -77,9 +77,32 @@ def _iter_default_corpus(max_bytes: int | None) -> Iterator[tuple[str, Path, str
             if file.endswith(".py"):
                 path = Path(directory, file)
                 candidates.append((path.relative_to(root).as_posix(), path))
-    candidates.sort()
+    return sorted(candidates)
+
+
+def source_bytes(source: str | Path | None, pattern: str = "**/*") -> int:
+    """About how many bytes of text ``source`` holds (file sizes; the ``text`` fields of a
+    ``.jsonl``), without reading it into memory: to tell whether ``max_bytes`` cuts it. A
+    missing source counts 0 (reading it is what reports the error)."""
+    if source is None:
+        return sum(path.stat().st_size for _, path in _default_corpus_candidates())
+    path = Path(source)
+    try:
+        if path.is_dir():
+            return sum(p.stat().st_size for p in path.glob(pattern)
+                       if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts))
+        if path.suffix == ".jsonl":
+            return sum(len(r["text"].encode("utf-8")) for _, r in iter_jsonl(path)
+                       if isinstance(r, dict) and isinstance(r.get("text"), str))
+        return path.stat().st_size
+    except (OSError, DataError):
+        return 0
+
+
+def _iter_default_corpus(max_bytes: int | None) -> Iterator[tuple[str, Path, str]]:
+    """(relative name, path, text) of each default-corpus file, in order, within the budget."""
     budget = _ByteBudget(max_bytes)
-    for name, path in candidates:
+    for name, path in _default_corpus_candidates():
         if budget.exhausted:
             return
         data = path.read_bytes()

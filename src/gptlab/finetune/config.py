@@ -91,6 +91,7 @@ class FinetuneConfig:
     restore_best: bool = True  # a finished run ends with the weights of its lowest val loss, not the last step's
     log_interval: int = 10
     checkpoint_interval: int = 100
+    keep_checkpoints: int = 3  # the newest N checkpoints stay (the fallback for a damaged one)
     seed: int = 1337
     device: str = "auto"
     dtype: str = "auto"
@@ -99,7 +100,8 @@ class FinetuneConfig:
     def __post_init__(self) -> None:
         if isinstance(self.lora, dict):
             self.lora = LoRAConfig.from_dict(self.lora)
-        check_positive_ints(self, ("batch_size", "grad_accum", "eval_interval", "log_interval", "checkpoint_interval"))
+        check_positive_ints(self, ("batch_size", "grad_accum", "eval_interval", "log_interval", "checkpoint_interval",
+                                   "keep_checkpoints"))
         check_positive_ints(self, ("max_steps", "early_stopping"), optional=True)
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction!r}")

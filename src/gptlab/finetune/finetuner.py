@@ -36,14 +36,20 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from gptlab.train import determinism
 from gptlab.train.checkpoint import (
     LATEST,
     Checkpoint,
+    has_checkpoint,
     load_checkpoint,
     save_checkpoint,
+    save_failure,
 )
+from gptlab.train.lock import RunLock, lock_run
+from gptlab.train.metrics_log import METRICS_FILE, MetricsLog
+from gptlab.train.signals import StopOnSignal
 from gptlab.errors import CheckpointError, ConfigError, DataError, TokenizerError
-from gptlab.fileio import atomic_write, atomic_write_text
+from gptlab.fileio import atomic_write, atomic_write_text, remove_leftovers
 from gptlab.finetune.config import FinetuneConfig
 from gptlab.finetune.data import (
     Example,
@@ -69,7 +75,6 @@ from gptlab.model.gpt import GPT, IGNORE_INDEX
 from gptlab.data.tokenizer import Tokenizer
 from gptlab.train.trainer import (
     _plot_if_possible,
-    _truncate_metrics,
     lr_at,
     make_optimizer,
     resolve_device,
@@ -77,7 +82,6 @@ from gptlab.train.trainer import (
 
 log = logging.getLogger(__name__)
 
-METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "finetune_config.json"
 ADAPTER_PREFIX = "adapter-"
 BEST_FILE = "best.safetensors"  # the trained weights at the lowest val loss so far (cfg.restore_best)
@@ -96,6 +100,7 @@ class FinetuneResult:
     elapsed: float
     adapter: Path | None  # the latest adapter directory of a LoRA run
     weights_step: int | None = None  # the step whose weights the run ended with, when not its last (restore_best)
+    stopped_by: int | None = None  # the signal that stopped the run early (a checkpoint was saved)
 
 
 @torch.no_grad()
@@ -144,9 +149,12 @@ class Finetuner:
         added_tokens: list[str] | None = None,
         resume_from: Checkpoint | None = None,
         chat_template: ChatTemplate | None = None,
+        lock: RunLock | None = None,
     ) -> None:
         self.cfg = cfg
         self.run_dir = Path(run_dir)
+        self.lock = lock  # held for as long as this fine-tuner lives (released with it)
+        self.metrics = MetricsLog(self.run_dir / METRICS_FILE)
         self.device = resolve_device(cfg.device)
         self.tokenizer = tokenizer
         self.data = data
@@ -174,7 +182,9 @@ class Finetuner:
         self.stopped_early = False
         self.weights_step: int | None = None
         self.adapter_dir: Path | None = None
-        if resume_from is not None:
+        if resume_from is None:
+            self.metrics = MetricsLog.fresh(self.run_dir)
+        else:
             self._restore(resume_from)
             if self.weights_step is not None and self.step < self.max_steps and not self.stopped_early:
                 raise ConfigError(
@@ -207,7 +217,8 @@ class Finetuner:
             torch.set_rng_state(ckpt.rng_state["torch"])
         if "cuda" in ckpt.rng_state and self.device.type == "cuda":
             torch.cuda.set_rng_state(ckpt.rng_state["cuda"])
-        _truncate_metrics(self.run_dir / METRICS_FILE, self.step)
+        self.metrics = MetricsLog.resumed(self.run_dir, self.step)
+        determinism.warn_if_changed(state.get("determinism"), self.device)
 
     def evaluate(self) -> float:
         """Loss of the current model on every validation example (token-weighted mean)."""
@@ -234,6 +245,7 @@ class Finetuner:
             "added_tokens": self.added_tokens,
             "adapter": self.adapter_dir.name if self.adapter_dir is not None else None,
             **({CHAT_TEMPLATE_KEY: self.chat_template.to_dict()} if self.chat_template is not None else {}),
+            "determinism": determinism.conditions(self.device),
         }
 
     def save(self) -> Path:
@@ -242,24 +254,28 @@ class Finetuner:
             return self.run_dir / f"ckpt-{self.step:06d}"
         if self.is_lora:
             assert self.cfg.lora is not None
-            self.adapter_dir = save_adapter(
-                self.model, self.run_dir / f"{ADAPTER_PREFIX}{self.step:06d}", self.cfg.lora,
-                base_fingerprint=self.base_fingerprint,
-                extra={"base_path": self.base_path, "step": self.step, "val_loss": self.last_val},
-            )
+            name = f"{ADAPTER_PREFIX}{self.step:06d}"
+            try:
+                self.adapter_dir = save_adapter(
+                    self.model, self.run_dir / name, self.cfg.lora, base_fingerprint=self.base_fingerprint,
+                    extra={"base_path": self.base_path, "step": self.step, "val_loss": self.last_val},
+                )
+            except (OSError, SafetensorError) as exc:
+                raise CheckpointError(save_failure(self.run_dir, name, exc)) from None
             with plain_linears(self.model):
                 path = save_checkpoint(self.run_dir, self.model, self.tokenizer, step=self.step,
-                                       state=self._state(), optimizer=self.optimizer)
+                                       state=self._state(), optimizer=self.optimizer,
+                                       keep=self.cfg.keep_checkpoints)
             _prune_adapters(self.run_dir)
         else:
             path = save_checkpoint(self.run_dir, self.model, self.tokenizer, step=self.step,
-                                   state=self._state(), optimizer=self.optimizer)
+                                   state=self._state(), optimizer=self.optimizer,
+                                   keep=self.cfg.keep_checkpoints)
         self.saved_step = self.step
         return path
 
     def _log(self, record: dict[str, Any]) -> None:
-        with open(self.run_dir / METRICS_FILE, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        self.metrics.append(record)
 
     def _eval_and_log(self, start: float) -> None:
         self.last_val, self.last_eval_step = self.evaluate(), self.step
@@ -298,11 +314,14 @@ class Finetuner:
         self.model.train()
         window_start, window_tokens = time.perf_counter(), 0
         with contextlib.ExitStack() as stack:
+            stop = stack.enter_context(StopOnSignal())
             if cfg.progress:
                 stack.enter_context(logging_redirect_tqdm())
             bar = stack.enter_context(tqdm(total=self.max_steps, initial=self.step, disable=not cfg.progress,
                                            unit="step", dynamic_ncols=True, desc="finetune"))
             while self.step < stop_at and not self.stopped_early:
+                if stop.requested:
+                    break
                 if cfg.max_time is not None and time.perf_counter() - start >= cfg.max_time:
                     log.info("time budget of %.0fs reached at step %d", cfg.max_time, self.step)
                     break
@@ -340,26 +359,31 @@ class Finetuner:
                     self._eval_and_log(start)
                 if self.step % cfg.checkpoint_interval == 0:
                     self.save()
-        finished = self.step >= self.max_steps or self.stopped_early or self.step < stop_at  # not a slice end
-        if finished and self.data.val and self.last_eval_step != self.step:
-            self._eval_and_log(start)  # a slice ends without one: evaluations stay those of an unsliced run
-        over = self.step >= self.max_steps or self.stopped_early  # (a time budget's stop can be resumed)
-        if over:
-            self._end_with_best()
-        self.save()
+            # a slice, or a signal, ends without an evaluation: evaluations stay those of an unsliced run
+            finished = self.step >= self.max_steps or self.stopped_early or self.step < stop_at
+            if finished and not stop.requested and self.data.val and self.last_eval_step != self.step:
+                self._eval_and_log(start)
+            over = self.step >= self.max_steps or self.stopped_early  # (a time budget's stop can be resumed)
+            if over:
+                self._end_with_best()
+            self.save()
         if over:  # only now: until the final checkpoint is written, a crash must find the best weights
             (self.run_dir / BEST_FILE).unlink(missing_ok=True)
-        _plot_if_possible(self.run_dir)
+        if not stop.requested:
+            _plot_if_possible(self.run_dir)
         return FinetuneResult(
             self.run_dir, self.step, last_loss, self.last_val, self.base_val, self.best_val, self.best_step,
-            self.stopped_early, time.perf_counter() - start, self.adapter_dir, self.weights_step,
+            self.stopped_early, time.perf_counter() - start, self.adapter_dir, self.weights_step, stop.signal,
         )
 
     def _save_best(self) -> None:
         """Write the trained weights to ``best.safetensors``, atomically."""
         tensors = {name: p.detach().cpu().contiguous() for name, p in self.trained.items()}
         metadata = {"step": str(self.step), "val_loss": repr(self.best_val)}
-        atomic_write(self.run_dir / BEST_FILE, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+        try:
+            atomic_write(self.run_dir / BEST_FILE, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+        except (OSError, SafetensorError) as exc:
+            raise CheckpointError(save_failure(self.run_dir, BEST_FILE, exc)) from None
 
     def _end_with_best(self) -> None:
         """At the end of a run: load the best evaluation's weights if they are not the current ones.
@@ -400,8 +424,7 @@ def _prune_adapters(run_dir: Path) -> None:
     for path in run_dir.glob(f"{ADAPTER_PREFIX}*"):
         if path.is_dir() and path.name not in named:
             shutil.rmtree(path, ignore_errors=True)
-    for stale in [*run_dir.glob(f".{ADAPTER_PREFIX}*.tmp-*"), *run_dir.glob(f".{ADAPTER_PREFIX}*.old-*")]:
-        shutil.rmtree(stale, ignore_errors=True)
+    remove_leftovers(run_dir, f"{ADAPTER_PREFIX}*")
 
 
 def default_run_dir(cfg: FinetuneConfig, resume: bool = False) -> Path:
@@ -412,10 +435,10 @@ def default_run_dir(cfg: FinetuneConfig, resume: bool = False) -> Path:
         base_name = Path(cfg.base.rstrip("/")).parent.name or base_name
     base = Path("runs") / f"{base_name}-{'lora' if cfg.lora is not None else 'finetune'}"
     candidates = [base, *(base.with_name(f"{base.name}-{n}") for n in range(2, 10_000))]
-    taken = [p for p in candidates if (p / LATEST).exists()]
+    taken = [p for p in candidates if has_checkpoint(p)]
     if resume:
         return taken[-1] if taken else base
-    return next(p for p in candidates if not (p / LATEST).exists())
+    return next(p for p in candidates if not has_checkpoint(p))
 
 
 def build_finetuner(cfg: FinetuneConfig, resume: bool = False) -> Finetuner:
@@ -432,10 +455,19 @@ def build_finetuner(cfg: FinetuneConfig, resume: bool = False) -> Finetuner:
     if not cfg.data:
         raise DataError("no data: give a .jsonl file of examples")
     run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg, resume)
-    has_checkpoint = (run_dir / LATEST).exists()
-    if resume and not has_checkpoint:
+    lock = lock_run(run_dir)  # one writer per run; held by the returned fine-tuner
+    try:
+        return _build_finetuner(cfg, resume, run_dir, lock)
+    except BaseException:
+        lock.release(remove_if_unused=True)  # bad input leaves no directory behind
+        raise
+
+
+def _build_finetuner(cfg: FinetuneConfig, resume: bool, run_dir: Path, lock: RunLock) -> Finetuner:
+    exists = has_checkpoint(run_dir)
+    if resume and not exists:
         raise CheckpointError(f"{run_dir}: nothing to resume (no checkpoint)")
-    if not resume and has_checkpoint:
+    if not resume and exists:
         raise CheckpointError(f"{run_dir} already holds a run: pass --resume to continue it, or --out for a new one")
     torch.manual_seed(cfg.seed)
     added: list[str] = []
@@ -492,7 +524,7 @@ def build_finetuner(cfg: FinetuneConfig, resume: bool = False) -> Finetuner:
     atomic_write_text(run_dir / CONFIG_FILE, json.dumps(cfg.to_dict(), indent=2) + "\n")
     return Finetuner(cfg, model, tokenizer, data, run_dir, base_fingerprint=fingerprint, base_path=base_path,
                      added_tokens=added,
-                     resume_from=ckpt, chat_template=chat_template)
+                     resume_from=ckpt, chat_template=chat_template, lock=lock)
 
 
 def load_finetuned(path: str | Path, *, base: str | Path | None = None, device: str | torch.device = "cpu") -> GPT:

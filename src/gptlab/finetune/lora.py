@@ -21,7 +21,6 @@ import json
 import math
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +33,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from gptlab.errors import CheckpointError, ConfigError
-from gptlab.fileio import fsync_dir, sha256_file
+from gptlab.fileio import aside_path, follow_umask, fsync_dir, sha256_file, temp_dir
 from gptlab.finetune.config import DEFAULT_LORA_TARGETS, LoRAConfig
 from gptlab.model.linear import linear
 
@@ -304,7 +303,7 @@ def save_adapter(
     if not tensors:
         raise ConfigError("the model has no LoRA adapters to save")
     directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.tmp-"))
+    tmp = temp_dir(directory.parent, directory.name)
     try:
         save_file(tensors, str(tmp / ADAPTER_WEIGHTS), metadata={"format": "pt"})
         meta = {
@@ -317,11 +316,12 @@ def save_adapter(
         }
         (tmp / ADAPTER_META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         for name in (ADAPTER_WEIGHTS, ADAPTER_META):
+            follow_umask(tmp / name)
             with open(tmp / name, "rb") as f:
                 os.fsync(f.fileno())
         aside = None
         if directory.exists():
-            aside = directory.with_name(f".{directory.name}.old-{os.getpid()}")
+            aside = aside_path(directory)
             os.rename(directory, aside)
         os.rename(tmp, directory)
         fsync_dir(directory.parent)

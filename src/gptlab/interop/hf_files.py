@@ -12,7 +12,6 @@ import json
 import os
 import pickle  # only for its error type: torch.load(weights_only=True) unpickles nothing but tensors
 import shutil
-import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from typing import Any
 import torch
 
 from gptlab.errors import CheckpointError
-from gptlab.fileio import fsync_dir
+from gptlab.fileio import follow_umask, fsync_dir, temp_dir
 
 CONFIG_FILE = "config.json"
 SAFETENSORS_FILE, SAFETENSORS_INDEX = "model.safetensors", "model.safetensors.index.json"
@@ -123,13 +122,14 @@ def write_model_dir(
 
     check_out_dir(out, overwrite, marker)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    tmp = temp_dir(out.parent, out.name)
     aside = None
     try:
         save_file(weights, str(tmp / weights_file), metadata={"format": "pt"})
         for name, content in files.items():
             (tmp / name).write_text(json.dumps(content, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         for path in tmp.iterdir():
+            follow_umask(path)
             with open(path, "rb") as f:
                 os.fsync(f.fileno())
         fsync_dir(tmp)

@@ -54,6 +54,7 @@ class TrainConfig:
     eval_iters: int = 20
     log_interval: int = 10
     checkpoint_interval: int = 200
+    keep_checkpoints: int = 3  # the newest N checkpoints stay (older ones are the fallback for a damaged one)
     seed: int = 1337
     device: str = "auto"
     dtype: str = "auto"  # auto (bf16 autocast on CUDA, fp32 elsewhere), float32, bfloat16
@@ -67,7 +68,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_positive_ints(self, ("batch_size", "grad_accum", "max_steps", "eval_interval", "eval_iters",
-                                   "log_interval", "checkpoint_interval", "vocab_size"))
+                                   "log_interval", "checkpoint_interval", "keep_checkpoints", "vocab_size"))
         for name in ("warmup_steps", "sample_tokens", "seed"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)!r}")

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from gptlab.train.metrics_log import read_metrics
 
-def read_metrics(path: str | Path) -> list[dict]:
-    """The records of a metrics.jsonl file, in order."""
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+__all__ = ["plot_loss_curve", "read_metrics"]
 
 
 def plot_loss_curve(metrics_path: str | Path, out_png: str | Path) -> Path:

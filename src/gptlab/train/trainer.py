@@ -5,6 +5,10 @@
 linear warmup then cosine decay, gradient accumulation and clipping, periodic validation, metrics
 to JSONL, checkpoints, and exact resumption (weights, optimizer, RNG and data position all come
 back).
+
+A run directory has one writer at a time (``gptlab.train.lock``); SIGTERM, SIGINT and SIGUSR1
+end the current step, save and stop (``gptlab.train.signals``); the conditions bit-exact
+resumption depends on are recorded with each checkpoint (``gptlab.train.determinism``).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import contextlib
 import json
 import logging
 import math
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +25,11 @@ from typing import Any
 
 import torch
 
-from gptlab.train import distributed
-from gptlab.train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from gptlab.train import determinism, distributed
+from gptlab.train.checkpoint import Checkpoint, has_checkpoint, load_checkpoint, save_checkpoint
+from gptlab.train.lock import RunLock, lock_run
+from gptlab.train.metrics_log import METRICS_FILE, MetricsLog
+from gptlab.train.signals import StopOnSignal
 from gptlab.model.count import count_config
 from gptlab.data.shards import PreparedData, WindowSampler, is_prepared, prepare
 from gptlab.errors import ConfigError
@@ -35,7 +43,6 @@ from gptlab.train.tracking import Tracking
 
 log = logging.getLogger(__name__)
 
-METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "train_config.json"
 
 
@@ -106,6 +113,7 @@ class TrainResult:
     val_loss: float | None
     sample: str | None
     elapsed: float
+    stopped_by: int | None = None  # the signal that stopped the run early (a checkpoint was saved)
 
 
 class Trainer:
@@ -124,9 +132,11 @@ class Trainer:
         data: PreparedData,
         run_dir: str | Path,
         resume_from: Checkpoint | None = None,
+        lock: RunLock | None = None,
     ) -> None:
         self.cfg = cfg
         self.run_dir = Path(run_dir)
+        self.lock = lock  # held for as long as this trainer lives (released with it)
         device = resolve_device(cfg.device)
         self.dist = distributed.init_distributed(device)
         self.device = distributed.local_device(device, self.dist)
@@ -147,8 +157,11 @@ class Trainer:
         if cfg.fsdp:
             self.wrapped = distributed.wrap(self.model, self.dist, fsdp=True)
         self.optimizer = make_optimizer(self.model, cfg, self.device)
+        self.metrics = MetricsLog(self.run_dir / METRICS_FILE)
         if resume_from is not None:
             self._restore(resume_from)
+        elif self.dist.is_main:
+            self.metrics = MetricsLog.fresh(self.run_dir)
         if not cfg.fsdp:
             self.wrapped = distributed.wrap(self.model, self.dist, fsdp=False)
         compile_model = cfg.compile if cfg.compile is not None else self.device.type == "cuda"
@@ -177,7 +190,9 @@ class Trainer:
             torch.set_rng_state(ckpt.rng_state["torch"])
         if "cuda" in ckpt.rng_state and self.device.type == "cuda":
             torch.cuda.set_rng_state(ckpt.rng_state["cuda"])
-        _truncate_metrics(self.run_dir / METRICS_FILE, self.step)
+        if self.dist.is_main:
+            self.metrics = MetricsLog.resumed(self.run_dir, self.step)
+            determinism.warn_if_changed(ckpt.state.get("determinism"), self.device, self.dist.world_size)
 
     def _batch(self, sampler: WindowSampler) -> tuple[torch.Tensor, torch.Tensor]:
         """This rank's share of the sampler's next global batch, on the device."""
@@ -213,6 +228,7 @@ class Trainer:
             "val_loss": self.last_val,
             "train_config": self.cfg.to_dict(),
             "world_size": self.dist.world_size,
+            "determinism": determinism.conditions(self.device, self.dist.world_size),
         }
         model_state = optimizer_state = None
         if self.cfg.fsdp:  # every rank takes part in gathering the shards
@@ -221,6 +237,7 @@ class Trainer:
             path = save_checkpoint(
                 self.run_dir, self.model, self.tokenizer, step=self.step, state=state,
                 optimizer=self.optimizer, model_state=model_state, optimizer_state=optimizer_state,
+                keep=self.cfg.keep_checkpoints,
             )
         distributed.barrier(self.dist)  # nobody runs ahead of a checkpoint that is being written
         self.saved_step = self.step
@@ -229,21 +246,21 @@ class Trainer:
     def _log(self, record: dict[str, Any]) -> None:
         self.tracking.log(record)  # --log-to trackers (rank 0 only)
         if self.dist.is_main:
-            with open(self.run_dir / METRICS_FILE, "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
+            self.metrics.append(record)
 
-    def _out_of_time(self, start: float) -> bool:
-        """Whether ``max_time`` is spent, decided by rank 0 so that every rank stops together."""
-        if self.cfg.max_time is None:
-            return False
-        spent = time.perf_counter() - start >= self.cfg.max_time
-        if not self.dist.enabled:
-            return spent
-        import torch.distributed as dist
+    def _stop_reason(self, start: float, stop: StopOnSignal) -> str | None:
+        """"signal" or "time" when the loop must stop before the next step, agreed by every rank."""
+        spent = self.cfg.max_time is not None and time.perf_counter() - start >= self.cfg.max_time
+        signalled = stop.requested
+        if self.dist.enabled:  # every rank stops at the same step, or the collectives would hang
+            import torch.distributed as dist
 
-        flag = torch.tensor(float(spent), device=self.device)
-        dist.broadcast(flag, src=0)
-        return bool(flag)
+            flags = torch.tensor([float(spent), float(signalled)], device=self.device)
+            dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+            spent, signalled = bool(flags[0]), bool(flags[1])
+            if signalled and stop.signal is None:
+                stop.signal = signal.SIGTERM
+        return "signal" if signalled else "time" if spent else None
 
     def fit(self, steps: int | None = None) -> TrainResult:
         """Train until ``max_steps`` or ``max_time``; save a final checkpoint and return a summary.
@@ -265,6 +282,7 @@ class Trainer:
         self.model.train()
         window_start, window_steps = time.perf_counter(), 0
         with contextlib.ExitStack() as stack:
+            stop = stack.enter_context(StopOnSignal())
             show = cfg.progress and self.dist.is_main
             if show:  # log lines (val loss) print above the bar instead of through it
                 stack.enter_context(logging_redirect_tqdm())
@@ -273,8 +291,10 @@ class Trainer:
                 dynamic_ncols=True, desc="train",
             ))
             while self.step < stop_at:
-                if self._out_of_time(start):
+                reason = self._stop_reason(start, stop)
+                if reason == "time":
                     log.info("time budget of %.0fs reached at step %d", cfg.max_time, self.step)
+                if reason is not None:
                     break
                 lr = lr_at(self.step, cfg)
                 for group in self.optimizer.param_groups:
@@ -312,19 +332,20 @@ class Trainer:
                     self._eval_and_log(start)
                 if self.step % cfg.checkpoint_interval == 0:
                     self.save()
-        if self.last_val is None or self.step % cfg.eval_interval != 0:
-            self._eval_and_log(start)
-        self.save()
+            # a signal stop saves at once (no evaluation: the resumed run must repeat an uninterrupted one)
+            if not stop.requested and (self.last_val is None or self.step % cfg.eval_interval != 0):
+                self._eval_and_log(start)
+            self.save()
         done = self.step >= cfg.max_steps
         sample = None
-        if self.dist.is_main:
+        if self.dist.is_main and not stop.requested:
             _plot_if_possible(self.run_dir)
             if cfg.sample_tokens > 0 and done:
                 sample = self.sample()
         distributed.barrier(self.dist)
         self.tracking.close()
         return TrainResult(self.run_dir, self.step, last_loss, self.last_val, sample,
-                           time.perf_counter() - start)
+                           time.perf_counter() - start, stop.signal)
 
     def _eval_and_log(self, start: float) -> None:
         self.last_val = self.evaluate()
@@ -347,15 +368,6 @@ class Trainer:
         return prompt + "".join(generate_text(model, self.tokenizer, prompt, params, stop_at_eot=False))
 
 
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop metrics logged after ``step`` (by a run that died after its last checkpoint)."""
-    if not path.exists():
-        return
-    kept = [line for line in path.read_text(encoding="utf-8").splitlines()
-            if line.strip() and json.loads(line).get("step", 0) <= step]
-    atomic_write_text(path, "".join(line + "\n" for line in kept))
-
-
 def _plot_if_possible(run_dir: Path) -> None:
     try:
         from gptlab.train.curves import plot_loss_curve
@@ -370,36 +382,61 @@ def default_run_dir(cfg: TrainConfig, resume: bool = False) -> Path:
     newest existing one."""
     base = Path("runs") / ((Path(cfg.data.rstrip("/")).stem if cfg.data else "python-stdlib") or "run")
     candidates = [base, *(base.with_name(f"{base.name}-{n}") for n in range(2, 10_000))]
-    taken = [path for path in candidates if (path / "LATEST").exists()]
+    taken = [path for path in candidates if has_checkpoint(path)]
     if resume:
         return taken[-1] if taken else base
-    return next(path for path in candidates if not (path / "LATEST").exists())
+    return next(path for path in candidates if not has_checkpoint(path))
 
 
 def build_trainer(cfg: TrainConfig, resume: bool = False) -> Trainer:
     """Set up a run: prepare data (or reuse the run's), build or restore the model, save the config.
 
-    With ``resume`` the run directory's latest checkpoint is restored and training continues
-    exactly where it stopped; without it, an existing run directory with checkpoints is an error
-    (nothing is overwritten).
+    With ``resume`` the run directory's latest intact checkpoint is restored and training
+    continues exactly where it stopped; without it, an existing run directory with checkpoints is
+    an error (nothing is overwritten). The run directory's lock is taken first and held by the
+    returned trainer: a second writer gets a CheckpointError naming this process.
     """
-    from gptlab.errors import CheckpointError
-
     device = resolve_device(cfg.device)
     ctx = distributed.init_distributed(device)  # under torchrun: rank 0 prepares, the others wait
     run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg, resume)
-    has_checkpoint = (run_dir / "LATEST").exists()
-    if resume and not has_checkpoint:
+    lock = lock_run(run_dir) if ctx.is_main else None
+    try:
+        return _build_trainer(cfg, resume, device, ctx, run_dir, lock)
+    except BaseException:
+        if lock is not None:
+            lock.release(remove_if_unused=True)
+        raise
+
+
+def _build_trainer(
+    cfg: TrainConfig, resume: bool, device: torch.device, ctx: distributed.DistContext, run_dir: Path,
+    lock: RunLock | None,
+) -> Trainer:
+    from gptlab.data.corpus import source_bytes
+    from gptlab.errors import CheckpointError
+    from gptlab.train.memory import check_fits
+
+    exists = has_checkpoint(run_dir)
+    if resume and not exists:
         raise CheckpointError(f"{run_dir}: nothing to resume (no checkpoint)")
-    if not resume and has_checkpoint:
+    if not resume and exists:
         raise CheckpointError(
             f"{run_dir} already holds a run: pass --resume to continue it, or --out for a new one"
         )
+    if not resume:  # an impossible shape fails now, not after preparing the data
+        vocab = cfg.vocab_size if cfg.tokenizer == "bpe" else 256
+        check_fits(cfg.model_config(vocab, device.type), max(1, cfg.batch_size // ctx.world_size), device)
     torch.manual_seed(cfg.seed)
     data_dir = run_dir / "data"
     if cfg.data is not None and is_prepared(cfg.data):
         data_dir = Path(cfg.data)
     elif ctx.is_main and not is_prepared(data_dir):
+        if cfg.max_bytes is not None:
+            total = source_bytes(cfg.data)
+            if total > cfg.max_bytes:
+                log.info("the corpus holds %s bytes: --max-bytes %s reads the first %.0f%% of it "
+                         "(pass a larger --max-bytes to use more)", f"{total:,}", cfg.max_bytes,
+                         100 * cfg.max_bytes / total)
         tokenizer = None
         if cfg.tokenizer not in ("char", "bpe"):
             tokenizer = Tokenizer.load(cfg.tokenizer)
@@ -420,4 +457,4 @@ def build_trainer(cfg: TrainConfig, resume: bool = False) -> Trainer:
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / CONFIG_FILE, json.dumps(cfg.to_dict(), indent=2) + "\n")
-    return Trainer(cfg, model, tokenizer, data, run_dir, resume_from=ckpt)
+    return Trainer(cfg, model, tokenizer, data, run_dir, resume_from=ckpt, lock=lock)
