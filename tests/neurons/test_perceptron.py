@@ -166,5 +166,5 @@ def test_bad_hyperparameters_and_use_before_fit(blobs):
     with pytest.raises(NotFittedError):
         Perceptron().predict(blobs.X)
     p = Perceptron().fit(blobs.X, blobs.y)
-    with pytest.raises(DataError, match="3 features, but the model was fitted on 2"):
+    with pytest.raises(DataError, match="3 features, but Perceptron is expecting 2 features"):
         p.predict(np.ones((4, 3)))

@@ -58,9 +58,9 @@ class MLP(Estimator):
     ``random_state``; biases at zero.
 
     Learned attributes follow scikit-learn's ``MLPClassifier``: ``coefs_`` (one (n_in, n_out)
-    matrix per layer), ``intercepts_``, ``classes_``, ``n_iter_``, ``loss_curve_`` (training loss
-    before each epoch's updates, averaged over its batches) and ``accuracy_curve_`` (training
-    accuracy after each epoch).
+    matrix per layer), ``intercepts_``, ``classes_``, ``n_features_in_``, ``n_iter_``,
+    ``loss_curve_`` (training loss before each epoch's updates, averaged over its batches) and
+    ``accuracy_curve_`` (training accuracy after each epoch).
     """
 
     def __init__(
@@ -100,6 +100,7 @@ class MLP(Estimator):
 
     def _initialize(self, n_features: int, classes: np.ndarray) -> None:
         self.classes_ = classes
+        self.n_features_in_ = n_features
         n_out = 1 if len(classes) == 2 else len(classes)
         sizes = [n_features, *self._hidden_sizes(), n_out]
         self._rng = np.random.default_rng(self.random_state)
@@ -166,7 +167,7 @@ class MLP(Estimator):
         """The mean cross-entropy on ``(X, y)`` and its gradients with respect to ``coefs_`` and
         ``intercepts_`` (same shapes), by backpropagation. Does not change the weights."""
         self._check_fitted()
-        X, y = check_X_y(X, y, self.coefs_[0].shape[0], min_samples=1)
+        X, y = check_X_y(X, y, self.n_features_in_, min_samples=1, owner="MLP")
         check_classes(y, self.classes_)
         T = self._targets(y)
         zs, activations = self._forward(X)
@@ -176,7 +177,7 @@ class MLP(Estimator):
     def fit(self, X: Any, y: Any) -> MLP:
         """Train from a fresh random initialisation for ``max_epochs`` epochs. Returns ``self``."""
         self._check_params()
-        X, y = check_X_y(X, y)
+        X, y = check_X_y(X, y, owner="MLP")
         self._initialize(X.shape[1], check_classes(y))
         T = self._targets(y)
         for _ in range(self.max_epochs):
@@ -188,7 +189,7 @@ class MLP(Estimator):
         network; ``classes`` then lists every label (if omitted, ``y`` must show all of them)."""
         self._check_params()
         first = not hasattr(self, "classes_")
-        X, y = check_X_y(X, y, None if first else self.coefs_[0].shape[0])
+        X, y = check_X_y(X, y, None if first else self.n_features_in_, owner="MLP")
         if first:
             self._initialize(X.shape[1], check_classes(y, classes))
         else:
@@ -217,7 +218,7 @@ class MLP(Estimator):
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities, shape (n_samples, n_classes), columns in the order of ``classes_``."""
         self._check_fitted()
-        X = check_X(X, self.coefs_[0].shape[0])
+        X = check_X(X, self.n_features_in_, owner="MLP")
         p = self._forward(X)[1][-1]
         return np.hstack([1.0 - p, p]) if p.shape[1] == 1 else p
 
@@ -231,12 +232,12 @@ class MLP(Estimator):
     def decision_function(self, X: Any) -> np.ndarray:
         """The output layer's logits: shape (n_samples,) for two classes, else (n_samples, k)."""
         self._check_fitted()
-        X = check_X(X, self.coefs_[0].shape[0])
+        X = check_X(X, self.n_features_in_, owner="MLP")
         z = self._forward(X)[0][-1]
         return z[:, 0] if z.shape[1] == 1 else z
 
     def score(self, X: Any, y: Any) -> float:
         """Accuracy: the fraction of samples whose predicted label equals ``y``."""
         self._check_fitted()
-        X, y = check_X_y(X, y, self.coefs_[0].shape[0], min_samples=1)
+        X, y = check_X_y(X, y, self.n_features_in_, min_samples=1, owner="MLP")
         return float(np.mean(self.predict(X) == y))
