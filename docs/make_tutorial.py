@@ -162,8 +162,14 @@ so every weight, hidden ones included, learns how it should change. That needs n
 changes smoothly (a sigmoid or tanh) rather than jumping from *no* to *yes*.""",
         commands=(Command("gptlab xor"),),
         pictures=(
-            ("runs/xor/perceptron_boundary.png", "one perceptron: a single line cannot separate XOR"),
-            ("runs/xor/mlp_boundary.png", "a 2-4-1 network trained by backpropagation bends the boundary"),
+            (
+                "runs/xor/perceptron_boundary.png",
+                "one perceptron: the best line it passed through gets 3 of the 4 points (dashed: its line after each epoch)",
+            ),
+            (
+                "runs/xor/mlp_boundary.png",
+                "a 2-4-1 network trained by backpropagation bends the boundary (dashed: its hidden units' lines)",
+            ),
             ("runs/xor/mlp_loss.png", "the network's loss during training"),
         ),
         outro="""\

@@ -7,7 +7,8 @@ sends the output error back through every layer, and each weight moves against i
 The step function of the perceptron has derivative zero wherever it is defined, so no error ever
 reaches the layers below the output — that is why the smooth sigmoid replaced it. With
 ``activation="step"`` this network therefore trains only its output layer on fixed random hidden
-units, much like the random "association units" of Rosenblatt's Mark I.
+units (random weights and random biases), much like the random "association units" of
+Rosenblatt's Mark I.
 
 Everything is plain numpy in float64; ``tests/neurons/test_mlp.py`` checks every gradient against
 PyTorch autograd.
@@ -55,7 +56,9 @@ class MLP(Estimator):
     More: a softmax over one unit per class. The loss is the mean cross-entropy (log loss);
     training is gradient descent on it, full-batch by default (``batch_size=None``) or on
     mini-batches. Weights start from Glorot's uniform initialisation drawn with
-    ``random_state``; biases at zero.
+    ``random_state``; biases at zero, except the hidden biases of ``activation="step"``, which
+    start random from the same range: nothing trains them (see above), and zero biases would
+    put every hidden unit's line through the origin.
 
     Learned attributes follow scikit-learn's ``MLPClassifier``: ``coefs_`` (one (n_in, n_out)
     matrix per layer), ``intercepts_``, ``classes_``, ``n_features_in_``, ``n_iter_``,
@@ -109,7 +112,8 @@ class MLP(Estimator):
         for n_in, n_next in itertools.pairwise(sizes):
             limit = np.sqrt(6.0 / (n_in + n_next))
             self.coefs_.append(self._rng.uniform(-limit, limit, size=(n_in, n_next)))
-            self.intercepts_.append(np.zeros(n_next))
+            fixed = self.activation == "step" and len(self.coefs_) < len(sizes) - 1
+            self.intercepts_.append(self._rng.uniform(-limit, limit, size=n_next) if fixed else np.zeros(n_next))
         self.n_iter_ = 0
         self.loss_curve_: list[float] = []
         self.accuracy_curve_: list[float] = []
