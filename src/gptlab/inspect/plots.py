@@ -13,6 +13,7 @@ Each returns the path of the PNG it wrote (parent folders are created).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Sequence
 from pathlib import Path
 
@@ -106,11 +107,12 @@ def plot_lens(lens: LogitLens, path: str | Path, *, columns: int = LENS_COLUMNS)
     """The logit lens, oriented as the text table of :func:`gptlab.inspect.text.format_lens`:
     rows = layers with the embeddings on top, columns = positions (``3:x→`` reads position 3,
     token x, and predicts the next). Each cell shows the top token and its probability, which
-    also sets the colour. Long texts are split into panels of ``columns`` positions, one under
-    the other, so that a sentence of 30 tokens stays readable."""
+    also sets the colour. Long texts are split into panels of at most ``columns`` positions, one
+    under the other and of near-equal width, so that a sentence of 30 tokens stays readable."""
     probs = lens.top_probs[:, :, 0]  # (L + 1, T)
     rows, T = probs.shape
-    blocks = [list(range(start, min(start + columns, T))) for start in range(0, T, columns)]
+    per_block = math.ceil(T / math.ceil(T / columns))  # as even as can be: 26 tokens → 9, 9, 8
+    blocks = [list(range(start, min(start + per_block, T))) for start in range(0, T, per_block)]
     width = min(len(blocks[0]), T)
     cell_w, cell_h = 1.05, 0.55
     panel_h = cell_h * rows + 1.3
