@@ -39,6 +39,12 @@ def test_perceptron_on_blobs_and_xor(tmp_path, capsys):
     )
     assert code == 0, err
     assert "still making mistakes" in out and "not linearly separable" in out
+    assert "w = 0, no line" in out and "training accuracy 50.0%" in out and "try --shuffle" in out  # data order
+    code, out, err = run(
+        capsys, "perceptron", "--data", "xor", "--shuffle", "--epochs", "10", "--out", str(tmp_path / "x")
+    )
+    assert "best line found (pocket): 1·x₁ − 1·x₂ + 0 = 0, training accuracy 75.0%" in out
+    assert (tmp_path / "x/boundary.png").exists()
 
 
 def test_adaline_defaults(tmp_path, capsys, monkeypatch):

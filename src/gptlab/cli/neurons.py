@@ -80,6 +80,24 @@ def _pictures(model: Any, data: Any, out: Path, what: str) -> list[Path]:
                 title=f"{title_name} — weights",
             )
         ]
+    if data.X.shape[1] == 2 and getattr(model, "pocket", False) and model.mistakes_[-1] > 0:
+        # not separated: the last weights may be anything (zero, for XOR in data order), so draw
+        # the best line the perceptron passed through, and where it stood after each epoch
+        right = round(model.pocket_accuracy_ * len(data))
+        return [
+            plots.plot_linear_boundary(
+                model.pocket_coef_,
+                model.pocket_intercept_,
+                data.X,
+                data.y,
+                out / "boundary.png",
+                earlier=model.epoch_weights_,
+                earlier_label="the line after each epoch",
+                line_label=f"best line found: {right} of {len(data)} right",
+                class_names=data.class_names,
+                title=f"{title_name} — the best line found",
+            )
+        ]
     if data.X.shape[1] == 2:
         return [
             plots.plot_decision_boundary(
@@ -101,7 +119,8 @@ def cmd_perceptron(args: argparse.Namespace) -> int:
     _check_positive("--epochs", args.epochs)
     out = make_output_folder(args.out)
     train, test = _load_data(args)
-    model = Perceptron(max_epochs=args.epochs, shuffle=args.shuffle, random_state=args.seed).fit(
+    plane = train.X.shape[1] == 2  # then keep the best line in a pocket, to draw it if none separates
+    model = Perceptron(max_epochs=args.epochs, shuffle=args.shuffle, random_state=args.seed, pocket=plane).fit(
         train.X, train.y
     )
     rows = [
@@ -113,6 +132,16 @@ def cmd_perceptron(args: argparse.Namespace) -> int:
         print(f"converged: no mistakes in epoch {model.n_iter_}")
     else:
         print(f"stopped after {model.n_iter_} epochs, still making mistakes")
+        if plane and np.any(model.pocket_coef_ != 0):
+            print(
+                f"best line found (pocket): {_equation(model.pocket_coef_, model.pocket_intercept_)} = 0, "
+                f"training accuracy {model.pocket_accuracy_:.1%}"
+            )
+        elif plane:
+            print(
+                f"best weights found (pocket): w = 0, no line (every point on one side), training accuracy "
+                f"{model.pocket_accuracy_:.1%}; in data order the updates can cancel: try --shuffle"
+            )
     try:
         bound = mistake_bound(train.X, train.y)
     except DataError:
