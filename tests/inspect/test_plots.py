@@ -80,3 +80,15 @@ def test_embedding_picture_with_special_tokens(tmp_path):
     )
     path = plot_embedding_pca(pca, tmp_path / "pca.png", special_ids={0, 1, 2})
     assert path.read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize("T", [6, 120])
+def test_attention_grid_with_few_and_many_tokens(tmp_path, T):
+    pytest.importorskip("matplotlib")
+    from gptlab.inspect.plots import plot_attention
+
+    rng = np.random.default_rng(0)
+    w = np.tril(rng.uniform(size=(2, 2, T, T)))
+    maps = inspect.AttentionMaps(tokens=[f"t{i}" for i in range(T)], token_ids=list(range(T)),
+                                 weights=(w / w.sum(-1, keepdims=True)).astype(np.float32))
+    assert plot_attention(maps, tmp_path / "a.png").read_bytes().startswith(b"\x89PNG")

@@ -71,9 +71,11 @@ def plot_attention(
                 ax.set_xticks(range(T), labels if bottom else [""] * T, rotation=90, fontsize=LABEL_POINTS,
                               fontfamily="monospace")
                 ax.set_yticks(range(T), labels if left else [""] * T, fontsize=LABEL_POINTS, fontfamily="monospace")
-            else:
-                ax.set_xticks([])
-                ax.set_yticks([])
+            else:  # too many tokens to name: every k-th position, by number
+                every = math.ceil(LABEL_INCHES * T / panel)
+                ticks = list(range(0, T, every))
+                ax.set_xticks(ticks, [str(t) if bottom else "" for t in ticks], rotation=90, fontsize=LABEL_POINTS)
+                ax.set_yticks(ticks, [str(t) if left else "" for t in ticks], fontsize=LABEL_POINTS)
             ax.tick_params(length=2)
             if bottom:
                 ax.set_xlabel("key (attended to)", fontsize=10)

@@ -214,7 +214,7 @@ def plot_decision_boundary(
     fig, ax = plt.subplots(figsize=(7.2, 4.6), dpi=120)
     ax.contourf(gx, gy, region, levels=[-0.5, 0.5, 1.5], colors=list(REGION_COLOURS), alpha=0.7)
     first = getattr(model, "coefs_", None)
-    if first is not None and first[0].shape[0] == 2:
+    if first is not None and len(first) > 1 and first[0].shape[0] == 2:  # a hidden layer on the inputs
         W, b = first[0], model.intercepts_[0]  # type: ignore[attr-defined]
         for j in range(W.shape[1]):
             points = _line_points(W[:, j], float(b[j]), box)
