@@ -92,7 +92,7 @@ def check_X(X: Any, n_features: int | None = None, *, owner: str = "the model") 
     try:
         X = np.asarray(X)
         if np.iscomplexobj(X):
-            raise DataError("X holds complex numbers: Complex data not supported")
+            raise DataError("Complex data not supported: X holds complex numbers")
         X = X.astype(np.float64, copy=False)
     except (TypeError, ValueError) as exc:
         if isinstance(exc, DataError):
@@ -131,7 +131,9 @@ def check_X_y(
     if len(y) != len(X):
         raise DataError(f"X has {len(X)} samples but y has {len(y)} labels")
     if len(y) < min_samples:
-        raise DataError(f"need at least {min_samples} samples to learn a boundary, got {len(y)} sample{'s' * (len(y) != 1)}")
+        raise DataError(
+            f"need at least {min_samples} samples to learn a boundary, got {len(y)} sample{'s' * (len(y) != 1)}"
+        )
     if y.dtype.kind == "f" and not np.all(np.isfinite(y)):
         raise DataError("y contains NaN or infinity")
     if y.dtype.kind == "f" and not np.all(y == np.round(y)):
