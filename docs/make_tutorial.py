@@ -162,11 +162,22 @@ so every weight, hidden ones included, learns how it should change. That needs n
 changes smoothly (a sigmoid or tanh) rather than jumping from *no* to *yes*.""",
         commands=(Command("gptlab xor"),),
         pictures=(
-            ("runs/xor/perceptron_boundary.png", "one perceptron: a single line cannot separate XOR"),
-            ("runs/xor/mlp_boundary.png", "a 2-4-1 network trained by backpropagation bends the boundary"),
+            (
+                "runs/xor/perceptron_boundary.png",
+                "one perceptron: the best line it passed through gets 3 of the 4 points (dashed: its line after each epoch)",
+            ),
+            (
+                "runs/xor/mlp_boundary.png",
+                "a 2-4-1 network trained by backpropagation bends the boundary (dashed: its hidden units' lines)",
+            ),
             ("runs/xor/mlp_loss.png", "the network's loss during training"),
         ),
         outro="""\
+The perceptron never gets through an epoch without a mistake. The best line it passed through,
+kept in its "pocket", still gets one corner wrong (ringed): three of four is the most a line can
+do. Each hidden unit of the network draws a line of its own (dashed), and the output unit combines
+their half-planes into a region no single line could make.
+
 Everything from here on is this idea, scaled up: layers of neurons with smooth activations, a loss
 that measures the error, and backpropagation with gradient descent to shrink it. A GPT has millions
 to billions of weights instead of 17, and predicts text instead of XOR.""",

@@ -308,6 +308,7 @@ def test_head_statistics_recognise_simple_heads():
     np.testing.assert_allclose(stats["first"][0], [1 / T, 2 / T, 1.0])  # early queries: first = self/previous
     np.testing.assert_allclose(stats["distance"][0], [0.0, (T - 1) / T, np.mean(np.arange(T))])
     np.testing.assert_allclose(stats["entropy_bits"][0], [0.0, 0.0, 0.0])
+    assert not np.any(np.signbit(stats["entropy_bits"]))  # printed as 0.00, never -0.00
 
 
 # ---------------------------------------------------------------------------------------------
@@ -506,6 +507,7 @@ def test_cli_next_lens_embeddings(run_dir, tmp_path, capsys, model, tokenizer):
 
     code, stdout, err = run_cli(capsys, "inspect", "next", str(run_dir), "d", "--out", str(out))
     assert code == 0 and "no surprisal" in stdout
+    assert "next token after 1 token (the last one: d)" in stdout
 
     code, stdout, err = run_cli(capsys, "inspect", "lens", str(run_dir), "def h", "--device", "cpu")
     assert code == 0, err

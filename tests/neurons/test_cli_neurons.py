@@ -24,7 +24,7 @@ def test_perceptron_defaults_digits(tmp_path, capsys, monkeypatch):
     code, out, err = run(capsys, "perceptron")
     assert code == 0, err
     assert "digits-0-vs-1: 360 samples, 400 inputs (20×20 retina)" in out
-    assert "epoch  mistakes  accuracy" in out and "converged" in out
+    assert "epoch  mistakes  training accuracy" in out and "converged" in out
     assert "convergence theorem: 10 mistakes in all ≤ (R/γ)²" in out and "holds" in out
     assert (tmp_path / "runs/perceptron/weights.png").stat().st_size > 1000
     assert (tmp_path / "runs/perceptron/mistakes.png").exists()
@@ -39,6 +39,12 @@ def test_perceptron_on_blobs_and_xor(tmp_path, capsys):
     )
     assert code == 0, err
     assert "still making mistakes" in out and "not linearly separable" in out
+    assert "w = 0, no line" in out and "training accuracy 50.0%" in out and "try --shuffle" in out  # data order
+    code, out, err = run(
+        capsys, "perceptron", "--data", "xor", "--shuffle", "--epochs", "10", "--out", str(tmp_path / "x")
+    )
+    assert "best line found (pocket): 1·x₁ − 1·x₂ + 0 = 0, training accuracy 75.0%" in out
+    assert (tmp_path / "x/boundary.png").exists()
 
 
 def test_adaline_defaults(tmp_path, capsys, monkeypatch):
@@ -53,8 +59,16 @@ def test_xor_command(tmp_path, capsys):
     code, out, err = run(capsys, "xor", "--out", str(tmp_path))
     assert code == 0, err
     assert "no line separates XOR" in out and "accuracy: 100%" in out
+    # the pocket keeps the best line the perceptron passed through: 3 of the 4 corners
+    assert "best line found: 1·x₁ − 1·x₂ + 0 = 0 gets 3 of 4 points right (75%); wrong: (0, 1)" in out
     for name in ("perceptron_boundary.png", "mlp_boundary.png", "mlp_loss.png"):
         assert (tmp_path / name).exists()
+
+
+def test_xor_step_says_the_hidden_units_are_fixed(tmp_path, capsys):
+    code, out, err = run(capsys, "xor", "--activation", "step", "--epochs", "50", "--out", str(tmp_path))
+    assert code == 0, err
+    assert "kept their random initial weights and biases, fixed" in out
 
 
 def test_own_image_folder(image_folder, tmp_path, capsys):

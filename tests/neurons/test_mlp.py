@@ -71,8 +71,20 @@ def test_step_activation_has_no_gradient_below_the_output():
         np.testing.assert_array_equal(g, 0.0)
     assert np.any(grad_W[-1] != 0)  # only the output layer learns
     before = [W.copy() for W in model.coefs_]
+    hidden_biases = [b.copy() for b in model.intercepts_[:-1]]
     model.partial_fit(X, y)
     np.testing.assert_array_equal(model.coefs_[0], before[0])
+    for b, start in zip(model.intercepts_[:-1], hidden_biases):
+        np.testing.assert_array_equal(b, start)  # fixed ...
+        assert np.all(b != 0)  # ... at random values: the hidden lines miss the origin
+
+
+def test_only_step_units_start_with_random_biases():
+    X, y = np.array([[0.0, 0.0], [1.0, 1.0]]), np.array([0, 1])
+    for activation in ("tanh", "sigmoid", "relu"):
+        model = MLP(hidden_layer_sizes=(3,), activation=activation, max_epochs=1, learning_rate=1e-9,
+                    random_state=0).partial_fit(X, y)
+        assert np.all(np.abs(model.intercepts_[0]) < 1e-8)
 
 
 @pytest.mark.parametrize("activation", ["sigmoid", "tanh"])

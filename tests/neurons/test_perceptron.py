@@ -166,5 +166,34 @@ def test_bad_hyperparameters_and_use_before_fit(blobs):
     with pytest.raises(NotFittedError):
         Perceptron().predict(blobs.X)
     p = Perceptron().fit(blobs.X, blobs.y)
-    with pytest.raises(DataError, match="3 features, but the model was fitted on 2"):
+    with pytest.raises(DataError, match="3 features, but Perceptron is expecting 2 features"):
         p.predict(np.ones((4, 3)))
+
+
+def test_xor_in_data_order_returns_to_zero_every_epoch(xor):
+    p = Perceptron(max_epochs=5, pocket=True).fit(xor.X, xor.y)
+    assert p.mistakes_ == [4] * 5
+    for coef, intercept in p.epoch_weights_:
+        np.testing.assert_array_equal(coef, 0.0)
+        assert intercept == 0.0
+    assert p.pocket_accuracy_ == 0.5  # no weights it passes through do better
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_pocket_keeps_the_best_line_for_xor(xor, seed):
+    p = Perceptron(max_epochs=20, shuffle=True, random_state=seed, pocket=True).fit(xor.X, xor.y)
+    plain = Perceptron(max_epochs=20, shuffle=True, random_state=seed).fit(xor.X, xor.y)
+    np.testing.assert_array_equal(p.coef_, plain.coef_)  # the pocket does not change training
+    assert p.mistakes_ == plain.mistakes_
+    # a line gets at most 3 of XOR's 4 corners, and the shuffled perceptron passes through one
+    assert p.pocket_accuracy_ == 0.75
+    predicted = (xor.X @ p.pocket_coef_ + p.pocket_intercept_ > 0).astype(int)
+    assert np.mean(predicted == xor.y) == p.pocket_accuracy_
+    assert p.pocket_accuracy_ >= max(p.accuracy_curve_)
+
+
+def test_pocket_on_separable_data_holds_a_perfect_line(blobs):
+    p = Perceptron(pocket=True).fit(blobs.X, blobs.y)
+    assert p.pocket_accuracy_ == 1.0 and p.score(blobs.X, blobs.y) == 1.0
+    assert len(p.epoch_weights_) == p.n_iter_
+    np.testing.assert_array_equal(p.epoch_weights_[-1][0], p.coef_)

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import textwrap
 from pathlib import Path
 
-from gptlab.model.config import PRESETS, GPTConfig, preset
+from gptlab.model.config import PRESET_NOTES, PRESETS, GPTConfig, preset
 from gptlab.model.count import BYTES_PER_VALUE, ModelCount, TrainingCost, count_config, parse_quantity
 from gptlab.errors import CheckpointError, ConfigError
 from gptlab.train.gpus import GPUS, get_gpu
@@ -37,6 +38,11 @@ def _readable(x: float) -> str:
 
 def resolve_config(name_or_path: str) -> tuple[str, GPTConfig]:
     """A preset's config, or the config saved in a run directory or checkpoint folder."""
+    if not name_or_path.strip():
+        raise ConfigError(
+            f"the model is an empty string: give a preset name ({', '.join(list(PRESETS)[:4])}, ...) "
+            "or a run/checkpoint path"
+        )
     if name_or_path in PRESETS:
         return f"preset {name_or_path}", preset(name_or_path)
     if Path(name_or_path).exists():
@@ -50,8 +56,9 @@ def resolve_config(name_or_path: str) -> tuple[str, GPTConfig]:
     )
 
 
-def format_count(source: str, c: ModelCount) -> str:
-    """The human-readable report of ``gptlab count``."""
+def format_count(source: str, c: ModelCount, note: str | None = None) -> str:
+    """The human-readable report of ``gptlab count``; ``note`` (a preset's departure from its
+    paper) is printed under the first line."""
     cfg = c.config
     C, L = cfg.n_embd, cfg.n_layer
     fwd, train = c.forward_flops_per_token, c.training_flops_per_token
@@ -67,6 +74,7 @@ def format_count(source: str, c: ModelCount) -> str:
             f"{source}: {L} layers, {cfg.n_head} heads{kv}, n_embd {C}, context {cfg.block_size}, "
             f"vocab {cfg.vocab_size}, {biases} biases" + "".join(f", {name}" for name in family)
         ),
+        *([] if note is None else textwrap.wrap(f"note: {note}", 100, subsequent_indent="  ")),
         "",
         "Parameters (the LM head is tied to the token embeddings and counted once)" if cfg.tie_embeddings
         else "Parameters (the LM head is untied: its own vocab × n_embd weights)",
@@ -87,6 +95,10 @@ def format_count(source: str, c: ModelCount) -> str:
             f"{c.mlp_neurons_per_block:,} = {c.neurons_per_block:,}"
         ),
         f"  total: {L} × {c.neurons_per_block:,} = {c.neurons:,}",
+        (
+            f"  MLP hidden units only (the neurons interpretability papers count): {L} × "
+            f"{c.mlp_hidden_neurons_per_block:,} = {c.mlp_hidden_neurons:,}"
+        ),
         "",
         "FLOPs per token (Kaplan et al. 2020; N non-embedding parameters, n_ctx = context)",
         f"  forward   {fwd:>22,}  ({fwd:.3e})   = 2·N + 2·n_layer·n_ctx·n_embd",
@@ -109,17 +121,25 @@ def format_count(source: str, c: ModelCount) -> str:
 
 
 def format_preset_table() -> str:
-    """One line per preset: shape, parameters, neurons."""
+    """One line per preset: shape, parameters, neurons (every Linear output, and the MLP's hidden
+    units only); a star marks a preset that departs from its paper, explained underneath."""
     lines = [
-        f"{'preset':<13}{'layers':>7}{'heads':>6}{'n_embd':>7}{'context':>8}{'parameters':>18}{'neurons':>13}"
+        f"{'preset':<17}{'layers':>7}{'heads':>6}{'n_embd':>7}{'context':>8}{'parameters':>18}{'neurons':>13}"
+        f"{'MLP neurons':>13}"
     ]
     for name in PRESETS:
         c = count_config(preset(name))
         cfg = c.config
+        label = name + ("*" if name in PRESET_NOTES else "")
         lines.append(
-            f"{name:<13}{cfg.n_layer:>7}{cfg.n_head:>6}{cfg.n_embd:>7}{cfg.block_size:>8}"
-            f"{c.parameters:>18,}{c.neurons:>13,}"
+            f"{label:<17}{cfg.n_layer:>7}{cfg.n_head:>6}{cfg.n_embd:>7}{cfg.block_size:>8}"
+            f"{c.parameters:>18,}{c.neurons:>13,}{c.mlp_hidden_neurons:>13,}"
         )
+    lines.append("")
+    lines.append("neurons: output units of every Linear layer in the blocks (Welch Labs); MLP neurons: the MLP's")
+    lines.append("hidden units only (interpretability papers)")
+    for name, note in PRESET_NOTES.items():
+        lines += textwrap.wrap(f"* {name}: {note}", 100, subsequent_indent="  ")
     return "\n".join(lines)
 
 
@@ -129,42 +149,64 @@ def cmd_count(args: argparse.Namespace) -> int:
         return 0
     source, cfg = resolve_config(args.model)
     counted = count_config(cfg)
+    note = PRESET_NOTES.get(args.model)
     if args.json:
-        print(json.dumps({"source": source, **counted.to_dict()}, indent=2))
+        print(json.dumps({"source": source, **counted.to_dict(), **({"note": note} if note else {})}, indent=2))
     else:
-        print(format_count(source, counted))
+        print(format_count(source, counted, note))
     return 0
 
 
-def _resolve_params(text: str) -> tuple[float, str]:
-    if text in PRESETS:
-        n = count_config(preset(text)).parameters
-        return float(n), f"preset {text}: {n:,} parameters"
-    return parse_quantity(text, "--params"), "given"
+def _resolve_params(text: str, given: str) -> tuple[float, str]:
+    """N for ``--params``: a number, or the parameters of a preset or of a run/checkpoint folder
+    (as ``gptlab count`` reads them). ``given`` says where a plain number came from."""
+    if text.strip() and (text in PRESETS or Path(text).exists()):
+        source, cfg = resolve_config(text)
+        n = count_config(cfg).parameters
+        return float(n), f"{source}: {n:,} parameters"
+    return parse_quantity(text, "--params"), given
 
 
-def _resolve_gpu(text: str, utilization: float | None) -> tuple[float, float, str]:
-    """Peak FLOP/s, utilization and a description for ``--gpu`` (a table name or TFLOPS)."""
+def _resolve_gpu(text: str, utilization: float | None, given: str) -> tuple[float, float, str, str]:
+    """Peak FLOP/s, utilization, and notes on each, for ``--gpu`` (a table name or TFLOPS);
+    ``given`` says where ``text`` came from (the user, a default, the GPT-3 example)."""
     try:
         tflops = float(text)
     except ValueError:
         gpu = get_gpu(text)
-        util = NAMED_GPU_UTILIZATION if utilization is None else utilization
+        util, util_note = (
+            (NAMED_GPU_UTILIZATION, "default for a GPU from the table; --utilization to change")
+            if utilization is None
+            else (utilization, "given")
+        )
         return (
             gpu.peak_flops,
             util,
             (
                 f"{gpu.full_name}: peak {gpu.peak_tflops:g} TFLOPS dense {gpu.precision} "
-                "(NVIDIA datasheet, see gptlab/train/gpus.py)"
+                f"(NVIDIA datasheet, see gptlab/train/gpus.py; {given})"
             ),
+            util_note,
         )
     tflops = parse_quantity(text, "--gpu")
-    util = 1.0 if utilization is None else utilization
-    return tflops * 1e12, util, f"{tflops:g} TFLOPS per GPU (given)"
+    util, util_note = (
+        (1.0, "default: a TFLOPS figure is taken as already sustained")
+        if utilization is None
+        else (utilization, "given")
+    )
+    return tflops * 1e12, util, f"{tflops:g} TFLOPS per GPU ({given})", util_note
 
 
-def format_cost(cost: TrainingCost, params_note: str, gpu_note: str, example: bool) -> str:
-    """The report of ``gptlab cost``, every assumption spelled out."""
+def format_cost(
+    cost: TrainingCost, params_note: str, gpu_note: str, example: bool, notes: dict[str, str] | None = None
+) -> str:
+    """The report of ``gptlab cost``, every assumption spelled out, each with where it came from
+    (``notes`` for tokens, utilization and price: given, a default, or the GPT-3 example)."""
+    notes = notes or {}
+
+    def note(key: str) -> str:
+        return f"  ({notes[key]})" if key in notes else ""
+
     lines = []
     if example:
         lines += [
@@ -175,15 +217,16 @@ def format_cost(cost: TrainingCost, params_note: str, gpu_note: str, example: bo
     sustained = cost.sustained_flops_per_second / 1e12
     price = "not given (--price-per-hour)"
     if cost.price_per_hour is not None:
-        price = f"${cost.price_per_hour:,.2f} per GPU-hour"
+        price = f"${cost.price_per_hour:,.2f} per GPU-hour{note('price')}"
     hours, days, years = (_readable(x) for x in (cost.gpu_hours, cost.gpu_hours / 24, cost.gpu_years))
     lines += [
         "Assumptions",
         f"  parameters N      {cost.params:.4g}  ({params_note})",
-        f"  tokens D          {cost.tokens:.4g}",
+        f"  tokens D          {cost.tokens:.4g}{note('tokens')}",
         "  FLOPs per token   6·N for training: 2·N forward + 4·N backward (attention, embeddings ignored)",
         f"  GPU               {gpu_note}",
-        f"  utilization       {cost.utilization:.0%} of that → {sustained:,.1f} TFLOPS sustained per GPU",
+        f"  utilization       {cost.utilization:.0%} of that → {sustained:,.1f} TFLOPS sustained per GPU"
+        f"{note('utilization')}",
         f"  price             {price}",
         "",
         "Estimate",
@@ -199,22 +242,30 @@ def format_cost(cost: TrainingCost, params_note: str, gpu_note: str, example: bo
 
 def cmd_cost(args: argparse.Namespace) -> int:
     example = args.params is None and args.tokens is None
+    given, example_note = "given", "GPT-3's example"
     if example:
         params_text, tokens_text = GPT3_EXAMPLE["params"], GPT3_EXAMPLE["tokens"]
-        gpu_text = args.gpu or GPT3_EXAMPLE["gpu"]
-        price = args.price_per_hour if args.price_per_hour is not None else GPT3_EXAMPLE["price_per_hour"]
+        params_given = tokens_given = example_note
+        gpu_text, gpu_given = (args.gpu, given) if args.gpu else (GPT3_EXAMPLE["gpu"], example_note)
+        price, price_given = (
+            (args.price_per_hour, given)
+            if args.price_per_hour is not None
+            else (GPT3_EXAMPLE["price_per_hour"], example_note)
+        )
     elif args.params is None or args.tokens is None:
         raise ConfigError("give both --params and --tokens (or neither, for GPT-3's example)")
     else:
         params_text, tokens_text = args.params, args.tokens
-        gpu_text, price = args.gpu or "H100", args.price_per_hour
+        params_given = tokens_given = price_given = given
+        gpu_text, gpu_given = (args.gpu, given) if args.gpu else ("H100", "default; --gpu to change")
+        price = args.price_per_hour
     if args.utilization is not None and not 0 < args.utilization <= 1:
         raise ConfigError(f"--utilization must be in (0, 1], got {args.utilization}")
     if price is not None and not 0 < price < float("inf"):
         raise ConfigError(f"--price-per-hour must be a positive number of dollars, got {price}")
-    params, params_note = _resolve_params(params_text)
+    params, params_note = _resolve_params(params_text, params_given)
     tokens = parse_quantity(tokens_text, "--tokens")
-    peak, utilization, gpu_note = _resolve_gpu(gpu_text, args.utilization)
+    peak, utilization, gpu_note, utilization_note = _resolve_gpu(gpu_text, args.utilization, gpu_given)
     cost = TrainingCost(
         params=params,
         tokens=tokens,
@@ -222,7 +273,8 @@ def cmd_cost(args: argparse.Namespace) -> int:
         utilization=utilization,
         price_per_hour=price,
     )
-    print(format_cost(cost, params_note, gpu_note, example))
+    notes = {"tokens": tokens_given, "utilization": utilization_note, "price": price_given}
+    print(format_cost(cost, params_note, gpu_note, example, notes))
     return 0
 
 
@@ -254,7 +306,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=f"GPUs (peak dense bf16/fp16 TFLOPS, NVIDIA datasheets): {gpus}. "
         "Figures accept 175e9, 175_000_000_000 or 175B / 1.5T.",
     )
-    p.add_argument("--params", metavar="N", help="parameters: a number (175e9, 175B) or a preset name")
+    p.add_argument(
+        "--params",
+        metavar="N",
+        help="parameters: a number (175e9, 175B), a preset name, or a run/checkpoint folder (as `gptlab count`)",
+    )
     p.add_argument("--tokens", metavar="D", help="training tokens (300e9, 300B)")
     p.add_argument(
         "--gpu",

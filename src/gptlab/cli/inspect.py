@@ -88,7 +88,8 @@ def cmd_next(args: argparse.Namespace) -> int:
         raise GenerationError(f"--top-k must be >= 1, got {args.top_k}")
     ckpt = _load(args)
     pred = inspect.next_token(ckpt.model, ckpt.tokenizer, args.text, k=args.top_k)
-    print(f"next token after {len(pred.tokens)} tokens (the last one: {inspect_text.printable(pred.tokens[-1])}):")
+    n = len(pred.tokens)
+    print(f"next token after {n} token{'s' * (n != 1)} (the last one: {inspect_text.printable(pred.tokens[-1])}):")
     print(inspect_text.format_next_token(pred))
     print()
     if len(pred.token_ids) >= 2:
@@ -137,7 +138,7 @@ def cmd_embeddings(args: argparse.Namespace) -> int:
     print(inspect_text.format_pca(pca))
     out = make_output_folder(args.out)
     _wrote([_save_picture("embeddings_pca.png", inspect_plots.plot_embedding_pca, pca,
-                          out / "embeddings_pca.png")])
+                          out / "embeddings_pca.png", special_ids=ckpt.tokenizer.special_tokens.values())])
     return 0
 
 

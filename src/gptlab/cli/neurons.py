@@ -17,6 +17,9 @@ import numpy as np
 from gptlab.errors import ConfigError, DataError
 from gptlab.fileio import make_output_folder
 
+# the logs' last column: the fraction of the training samples right after the epoch (not held-out data)
+TRAINING_ACCURACY = "training accuracy"
+
 
 def _rows_to_show(n: int, limit: int = 12) -> list[int]:
     """Epoch indices (0-based) to print: all of them if few, else the first few, every k-th, and the last."""
@@ -31,6 +34,11 @@ def _print_log(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     print("  ".join(h.rjust(w) for h, w in zip(header, widths)))
     for row in rows:
         print("  ".join(c.rjust(w) for c, w in zip(row, widths)))
+
+
+def _equation(w: np.ndarray, b: float) -> str:
+    """``w·x + b`` written out, e.g. ``1·x₁ − 1·x₂ + 0``."""
+    return f"{w[0]:g}·x₁ {'−' if w[1] < 0 else '+'} {abs(w[1]):g}·x₂ {'−' if b < 0 else '+'} {abs(b):g}"
 
 
 def _check_positive(flag: str, value: float) -> None:
@@ -72,6 +80,24 @@ def _pictures(model: Any, data: Any, out: Path, what: str) -> list[Path]:
                 title=f"{title_name} — weights",
             )
         ]
+    if data.X.shape[1] == 2 and getattr(model, "pocket", False) and model.mistakes_[-1] > 0:
+        # not separated: the last weights may be anything (zero, for XOR in data order), so draw
+        # the best line the perceptron passed through, and where it stood after each epoch
+        right = round(model.pocket_accuracy_ * len(data))
+        return [
+            plots.plot_linear_boundary(
+                model.pocket_coef_,
+                model.pocket_intercept_,
+                data.X,
+                data.y,
+                out / "boundary.png",
+                earlier=model.epoch_weights_,
+                earlier_label="the line after each epoch",
+                line_label=f"best line found: {right} of {len(data)} right",
+                class_names=data.class_names,
+                title=f"{title_name} — the best line found",
+            )
+        ]
     if data.X.shape[1] == 2:
         return [
             plots.plot_decision_boundary(
@@ -93,18 +119,29 @@ def cmd_perceptron(args: argparse.Namespace) -> int:
     _check_positive("--epochs", args.epochs)
     out = make_output_folder(args.out)
     train, test = _load_data(args)
-    model = Perceptron(max_epochs=args.epochs, shuffle=args.shuffle, random_state=args.seed).fit(
+    plane = train.X.shape[1] == 2  # then keep the best line in a pocket, to draw it if none separates
+    model = Perceptron(max_epochs=args.epochs, shuffle=args.shuffle, random_state=args.seed, pocket=plane).fit(
         train.X, train.y
     )
     rows = [
         [str(i + 1), str(model.mistakes_[i]), f"{model.accuracy_curve_[i]:.1%}"]
         for i in _rows_to_show(model.n_iter_)
     ]
-    _print_log(["epoch", "mistakes", "accuracy"], rows)
+    _print_log(["epoch", "mistakes", TRAINING_ACCURACY], rows)
     if model.mistakes_[-1] == 0:
         print(f"converged: no mistakes in epoch {model.n_iter_}")
     else:
         print(f"stopped after {model.n_iter_} epochs, still making mistakes")
+        if plane and np.any(model.pocket_coef_ != 0):
+            print(
+                f"best line found (pocket): {_equation(model.pocket_coef_, model.pocket_intercept_)} = 0, "
+                f"training accuracy {model.pocket_accuracy_:.1%}"
+            )
+        elif plane:
+            print(
+                f"best weights found (pocket): w = 0, no line (every point on one side), training accuracy "
+                f"{model.pocket_accuracy_:.1%}; in data order the updates can cancel: try --shuffle"
+            )
     try:
         bound = mistake_bound(train.X, train.y)
     except DataError:
@@ -122,7 +159,11 @@ def cmd_perceptron(args: argparse.Namespace) -> int:
     written = _pictures(model, train, out, "Perceptron")
     written.append(
         plots.plot_curve(
-            model.mistakes_, out / "mistakes.png", ylabel="mistakes", title="Perceptron: mistakes per epoch"
+            model.mistakes_,
+            out / "mistakes.png",
+            ylabel="mistakes",
+            title="Perceptron: mistakes per epoch",
+            integer_values=True,
         )
     )
     print("wrote " + ", ".join(str(p) for p in written))
@@ -151,7 +192,7 @@ def cmd_adaline(args: argparse.Namespace) -> int:
         [str(i + 1), f"{model.loss_curve_[i]:.4f}", f"{model.accuracy_curve_[i]:.1%}"]
         for i in _rows_to_show(model.n_iter_)
     ]
-    _print_log(["epoch", "mean squared error", "accuracy"], rows)
+    _print_log(["epoch", "mean squared error", TRAINING_ACCURACY], rows)
     _report_test(model, test)
     written = _pictures(model, train, out, "ADALINE")
     written.append(
@@ -184,15 +225,40 @@ def cmd_xor(args: argparse.Namespace) -> int:
     data = make_xor()
     written = []
 
-    print(f"1. one perceptron, {args.perceptron_epochs} epochs over the 4 points of XOR:")
-    single = Perceptron(max_epochs=args.perceptron_epochs).fit(data.X, data.y)
     print(
-        f"   mistakes per epoch: {single.mistakes_[:10]}{' ...' if single.n_iter_ > 10 else ''}; "
-        f"best accuracy {max(single.accuracy_curve_):.0%} — no line separates XOR (Minsky & Papert 1969)"
+        f"1. one perceptron, {args.perceptron_epochs} epochs over the 4 points of XOR in a new random "
+        "order each epoch, keeping the best weights it passes through in its pocket (Gallant 1990):"
+    )
+    single = Perceptron(
+        max_epochs=args.perceptron_epochs, shuffle=True, random_state=args.seed, pocket=True
+    ).fit(data.X, data.y)
+    print(
+        f"   mistakes per epoch: {single.mistakes_[:10]}{' ...' if single.n_iter_ > 10 else ''} "
+        "— it never has an epoch without one: no line separates XOR (Minsky & Papert 1969)"
+    )
+    w, b = single.pocket_coef_, single.pocket_intercept_
+    wrong = [x for x, target in zip(data.X, data.y) if (x @ w + b > 0) != (target == 1)]
+    right = round(single.pocket_accuracy_ * len(data))
+    print(
+        f"   best line found: {_equation(w, b)} = 0 gets {right} of {len(data)} points right "
+        f"({single.pocket_accuracy_:.0%}); wrong: {', '.join(f'({int(x[0])}, {int(x[1])})' for x in wrong)}"
+    )
+    print(
+        f"   training accuracy after the last epoch: {single.accuracy_curve_[-1]:.0%} "
+        "(in data order, without shuffling, the four updates cancel and the weights are back at 0 "
+        "after every epoch)"
     )
     written.append(
-        plots.plot_decision_boundary(
-            single, data.X, data.y, out / "perceptron_boundary.png", title="One perceptron cannot fit XOR"
+        plots.plot_linear_boundary(
+            w,
+            b,
+            data.X,
+            data.y,
+            out / "perceptron_boundary.png",
+            earlier=single.epoch_weights_,
+            earlier_label="the line after each epoch",
+            line_label=f"best line found: {right} of {len(data)} right",
+            title="One perceptron on XOR: the best line gets 3 of 4",
         )
     )
 
@@ -211,14 +277,15 @@ def cmd_xor(args: argparse.Namespace) -> int:
         [str(i + 1), f"{net.loss_curve_[i]:.4f}", f"{net.accuracy_curve_[i]:.0%}"]
         for i in _rows_to_show(net.n_iter_)
     ]
-    _print_log(["epoch", "cross-entropy", "accuracy"], rows)
+    _print_log(["epoch", "cross-entropy", TRAINING_ACCURACY], rows)
     proba = net.predict_proba(data.X)[:, 1]
     for x, target, p in zip(data.X, data.y, proba):
         print(f"   {int(x[0])} xor {int(x[1])} = {target}   network: P(1) = {p:.3f}")
     if args.activation == "step":
         print(
             "   step units have zero derivative, so backprop trained only the output layer: the hidden "
-            "units kept their random initial weights (XOR is solved only if those happen to separate it)"
+            "units kept their random initial weights and biases, fixed (the dashed lines in the picture; "
+            "XOR is solved only if those happen to separate it)"
         )
     print(f"accuracy: {net.score(data.X, data.y):.0%}")
     written.append(
@@ -228,6 +295,7 @@ def cmd_xor(args: argparse.Namespace) -> int:
             data.y,
             out / "mlp_boundary.png",
             title=f"2-{args.hidden}-1 {args.activation} network on XOR",
+            hidden_label="hidden units' lines (random, fixed)" if args.activation == "step" else "hidden units' lines",
         )
     )
     written.append(
@@ -314,8 +382,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "xor",
         help="show the XOR wall: one perceptron fails, a hidden layer with backprop succeeds",
         description="XOR, the problem no single neuron can solve: a perceptron never gets all four "
-        "points right; a 2-H-1 network trained by backpropagation does. Writes both decision "
-        "boundaries and the network's loss curve.",
+        "points right (the best line it finds, kept by the pocket algorithm, gets three); a 2-H-1 "
+        "network trained by backpropagation does. Writes both decision boundaries (the perceptron's "
+        "with its line after each epoch) and the network's loss curve.",
     )
     p.add_argument("--hidden", type=int, default=4, help="hidden units (default: 4; 2 is the minimum)")
     p.add_argument(
@@ -329,6 +398,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--perceptron-epochs", type=int, default=20, help="epochs for the single perceptron (default: 20)"
     )
-    p.add_argument("--seed", type=int, default=0, help="random seed of the network's initial weights")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="random seed of the perceptron's sample order and the network's initial weights",
+    )
     p.add_argument("--out", default="runs/xor", help="folder for the PNGs (default: runs/xor)")
     p.set_defaults(func=cmd_xor)

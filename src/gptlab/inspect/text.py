@@ -91,7 +91,8 @@ def head_statistics(maps: AttentionMaps) -> dict[str, np.ndarray]:
         "previous": prev,
         "first": w[..., 0].mean(axis=-1),
         "distance": (w * np.clip(distance, 0, None)).sum(axis=-1).mean(axis=-1),
-        "entropy_bits": -plogp.sum(axis=-1).mean(axis=-1),
+        # 0.0 − x, not −x: a head that puts all its weight on one token has entropy +0.0, not −0.0
+        "entropy_bits": np.clip(0.0 - plogp.sum(axis=-1).mean(axis=-1), 0.0, None),
     }
 
 

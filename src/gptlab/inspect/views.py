@@ -76,17 +76,54 @@ def _byte_fallback_offset(tokenizer: Tokenizer) -> int | None:
     return offset if isinstance(offset, int) else None
 
 
+def _byte_level_alphabet() -> dict[str, int]:
+    """GPT-2's byte-level BPE alphabet, reversed: the printable character standing for each byte."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    chars, extra = {}, 0
+    for byte in range(256):
+        if byte in printable:
+            chars[chr(byte)] = byte
+        else:  # bytes without a printable character of their own are moved past 255
+            chars[chr(256 + extra)] = byte
+            extra += 1
+    return chars
+
+
+def _bytes_text(raw: bytes) -> str:
+    """``raw`` as text: its complete UTF-8 characters, and ``<0xAB>`` for each byte that is only
+    part of one (so that a byte-level token never reads as an anonymous U+FFFD)."""
+    out, i = [], 0
+    while i < len(raw):
+        for n in (1, 2, 3, 4):
+            try:
+                out.append(raw[i : i + n].decode("utf-8"))
+            except UnicodeDecodeError:
+                continue
+            i += n
+            break
+        else:
+            out.append(f"<0x{raw[i]:02X}>")
+            i += 1
+    return "".join(out)
+
+
 def token_text(tokenizer: Tokenizer, token_id: int, byte_offset: int | None = None) -> str:
     """The text of one token. A char tokenizer's byte-fallback ids read ``<0xAB>`` (given its
     ``byte_offset``), an id the tokenizer does not know (padding rows of the embedding) reads
-    ``<id N>``; otherwise the decoded text, where a byte that is only part of a UTF-8 character
-    (byte-level BPE) shows as U+FFFD."""
+    ``<id N>``; otherwise the decoded text, where a byte-level BPE token holding only part of a
+    UTF-8 character shows its bytes as ``<0xAB>`` instead of U+FFFD."""
     if byte_offset is not None and 0 <= token_id - byte_offset < 256:
         return f"<0x{token_id - byte_offset:02X}>"
     try:
-        return tokenizer.decode([token_id])
+        text = tokenizer.decode([token_id])
     except TokenizerError:
         return f"<id {token_id}>"
+    if "\ufffd" in text and tokenizer.kind == "bpe" and token_id not in tokenizer.special_tokens.values():
+        piece = tokenizer.backend.id_to_token(token_id)  # type: ignore[attr-defined]
+        alphabet = _byte_level_alphabet()
+        if piece is not None and all(ch in alphabet for ch in piece):
+            return _bytes_text(bytes(alphabet[ch] for ch in piece))
+    return text
 
 
 def token_texts(tokenizer: Tokenizer, token_ids: Sequence[int]) -> list[str]:

@@ -148,9 +148,16 @@ class GPTConfig:
 LLAMA: dict[str, Any] = dict(norm="rmsnorm", positions="rotary", mlp="swiglu", bias=False, tie_embeddings=False)
 
 # Shapes of published models (GPT-2: Radford et al. 2019 / HF configs; GPT-3: Brown et al. 2020,
-# Table 2.1). The paper lists GPT-3 XL with 24 heads of 128 (≠ d_model 2048) and 13B with
-# d_model 5140; we use 16 heads and 5120, which keep n_embd = n_head * head_dim and the same
-# parameter count.
+# Table 2.1). Two rows of that table cannot be built as printed; PRESET_NOTES says what we chose.
+# Where a preset departs from the paper it is named after, and why; `gptlab count` prints these.
+PRESET_NOTES: dict[str, str] = {
+    "gpt3-xl": "GPT-3's Table 2.1 lists 24 heads of d_head 128 for d_model 2048, but 24 × 128 = 3,072 ≠ 2,048 "
+    "and 2,048 is not divisible by 24; we keep d_model 2048 and d_head 128, so 16 heads (n_head × d_head "
+    "= d_model, as in every other row), which also gives the table's 1.3B parameters",
+    "gpt3-13b": "GPT-3's Table 2.1 lists d_model 5140, but its 40 heads of 128 make 5,120 (5,140 is not "
+    "divisible by 40, so likely a typo); we use 5,120, which also gives the table's 13B parameters",
+}
+
 PRESETS: dict[str, dict[str, Any]] = {
     # tiny models for tests and laptops; vocab_size is set from the tokenizer at train time
     "tiny": dict(n_layer=2, n_head=2, n_embd=64, block_size=64, vocab_size=256),

@@ -17,6 +17,10 @@ Face's ``GPT2LMHeadModel``):
 the blocks — ``4·C`` in attention (3C for q, k, v, C for the output projection) and ``5·C`` in
 the MLP (4C hidden, C output) — so GPT-2 124M has 12 × 9 × 768 = 82,944 and GPT-3 175B has
 96 × 9 × 12,288 = 10,616,832. With GQA the attention has (H+2K)·D + C; SwiGLU's MLP 2F + C.
+Interpretability papers (Anthropic's "Toy Models of Superposition" and "Towards Monosemanticity",
+OpenAI's "Language models can explain neurons in language models") count only the MLP's hidden
+units, the F activations between ``c_fc`` and ``c_proj`` (SwiGLU: F gated units, not 2F):
+``mlp_hidden_neurons`` = n_layer × F, 36,864 for GPT-2 124M.
 
 FLOPs follow Kaplan et al. 2020 ("Scaling Laws for Neural Language Models", Table 1): a forward
 pass costs ``2·N + 2·n_layer·n_ctx·n_embd`` per token, with N the non-embedding parameters and
@@ -75,6 +79,16 @@ class ModelCount:
     def neurons_per_block(self) -> int:
         return self.attention_neurons_per_block + self.mlp_neurons_per_block
 
+    @property
+    def mlp_hidden_neurons_per_block(self) -> int:
+        """The MLP's hidden units (its inner width F): the neurons interpretability work studies."""
+        return self.config.hidden
+
+    @property
+    def mlp_hidden_neurons(self) -> int:
+        """n_layer × F: every MLP hidden unit of the model."""
+        return self.config.n_layer * self.config.hidden
+
     def memory_bytes(self, dtype: str) -> dict[str, int]:
         """Bytes of weights, gradients, AdamW state (two moments) and their total at ``dtype``
         ("fp32" or "bf16"). Activations, which depend on the batch, are not included."""
@@ -116,6 +130,7 @@ class ModelCount:
                 "attention": self.attention_neurons_per_block,
                 "mlp": self.mlp_neurons_per_block,
             },
+            "mlp_hidden_neurons": self.mlp_hidden_neurons,
             "forward_flops_per_token": self.forward_flops_per_token,
             "training_flops_per_token": self.training_flops_per_token,
             "memory_bytes": {dtype: self.memory_bytes(dtype) for dtype in BYTES_PER_VALUE},

@@ -8,8 +8,9 @@
   separable blobs, XOR; :mod:`gptlab.neurons.plots` — weight heat maps, boundaries, curves.
 
 Estimators follow scikit-learn's conventions (``fit``, ``partial_fit``, ``predict``, ``score``,
-``coef_``, ``intercept_``, ``random_state``) and need only numpy; data sets and plots import
-scikit-learn, Pillow and matplotlib when used (the ``neurons`` extra).
+``coef_``, ``intercept_``, ``random_state``) and speak its estimator protocol, so they work in
+``cross_val_score``, pipelines and ``GridSearchCV``, yet need only numpy; data sets and plots
+import scikit-learn, Pillow and matplotlib when used (the ``neurons`` extra).
 """
 
 from gptlab.neurons.adaline import Adaline

@@ -31,8 +31,10 @@ class LinearUnit(Estimator):
     ``shuffle`` visits the samples in a fresh order each epoch, drawn from ``random_state``
     (default: data order, as for parity with scikit-learn's ``shuffle=False``). Learned attributes: ``coef_`` (n_features,),
     ``intercept_`` (a float), ``classes_``, ``n_iter_`` (epochs run), ``accuracy_curve_``
-    (training accuracy after each epoch) and the subclass's per-epoch curve.
+    (training accuracy after each epoch), ``n_features_in_`` and the subclass's per-epoch curve.
     """
+
+    multi_class = False  # one unit, one line: two classes
 
     def __init__(
         self,
@@ -75,12 +77,8 @@ class LinearUnit(Estimator):
         """Train from zero weights for up to ``max_epochs`` epochs (fewer if the subclass says it
         converged). ``y`` must hold exactly two distinct labels. Returns ``self``."""
         self._check_params()
-        X, y = check_X_y(X, y)
-        self.classes_ = check_classes(y, binary=True)
-        self.coef_ = np.zeros(X.shape[1])
-        self.intercept_ = 0.0
-        self._rng = np.random.default_rng(self.random_state)
-        self._reset_curves()
+        X, y = check_X_y(X, y, owner=type(self).__name__)
+        self._start(X.shape[1], check_classes(y, binary=True))
         s = self._targets(y)
         for _ in range(self.max_epochs):
             self._one_epoch(X, s, y)
@@ -96,17 +94,22 @@ class LinearUnit(Estimator):
         """
         self._check_params()
         first = not hasattr(self, "classes_")
-        X, y = check_X_y(X, y, None if first else len(self.coef_))
+        X, y = check_X_y(X, y, None if first else self.n_features_in_, owner=type(self).__name__)
         if first:
-            self.classes_ = check_classes(y, classes, binary=True)
-            self.coef_ = np.zeros(X.shape[1])
-            self.intercept_ = 0.0
-            self._rng = np.random.default_rng(self.random_state)
-            self._reset_curves()
+            self._start(X.shape[1], check_classes(y, classes, binary=True))
         else:
             check_classes(y, self.classes_, binary=True)
         self._one_epoch(X, self._targets(y), y)
         return self
+
+    def _start(self, n_features: int, classes: np.ndarray) -> None:
+        """Zero weights for ``n_features`` inputs, empty curves, a fresh random generator."""
+        self.classes_ = classes
+        self.n_features_in_ = n_features
+        self.coef_ = np.zeros(n_features)
+        self.intercept_ = 0.0
+        self._rng = np.random.default_rng(self.random_state)
+        self._reset_curves()
 
     def _targets(self, y: np.ndarray) -> np.ndarray:
         return np.where(y == self.classes_[1], 1.0, -1.0)
@@ -127,7 +130,7 @@ class LinearUnit(Estimator):
     def decision_function(self, X: Any) -> np.ndarray:
         """The weighted sums ``X @ coef_ + intercept_``, shape (n_samples,)."""
         self._check_fitted()
-        X = check_X(X, len(self.coef_))
+        X = check_X(X, self.n_features_in_, owner=type(self).__name__)
         return X @ self.coef_ + self.intercept_
 
     def predict(self, X: Any) -> np.ndarray:
@@ -139,5 +142,5 @@ class LinearUnit(Estimator):
     def score(self, X: Any, y: Any) -> float:
         """Accuracy: the fraction of samples whose predicted label equals ``y``."""
         self._check_fitted()
-        X, y = check_X_y(X, y, len(self.coef_), min_samples=1)
+        X, y = check_X_y(X, y, self.n_features_in_, min_samples=1, owner=type(self).__name__)
         return float(np.mean(self.predict(X) == y))

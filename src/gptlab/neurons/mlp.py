@@ -7,7 +7,8 @@ sends the output error back through every layer, and each weight moves against i
 The step function of the perceptron has derivative zero wherever it is defined, so no error ever
 reaches the layers below the output — that is why the smooth sigmoid replaced it. With
 ``activation="step"`` this network therefore trains only its output layer on fixed random hidden
-units, much like the random "association units" of Rosenblatt's Mark I.
+units (random weights and random biases), much like the random "association units" of
+Rosenblatt's Mark I.
 
 Everything is plain numpy in float64; ``tests/neurons/test_mlp.py`` checks every gradient against
 PyTorch autograd.
@@ -55,12 +56,14 @@ class MLP(Estimator):
     More: a softmax over one unit per class. The loss is the mean cross-entropy (log loss);
     training is gradient descent on it, full-batch by default (``batch_size=None``) or on
     mini-batches. Weights start from Glorot's uniform initialisation drawn with
-    ``random_state``; biases at zero.
+    ``random_state``; biases at zero, except the hidden biases of ``activation="step"``, which
+    start random from the same range: nothing trains them (see above), and zero biases would
+    put every hidden unit's line through the origin.
 
     Learned attributes follow scikit-learn's ``MLPClassifier``: ``coefs_`` (one (n_in, n_out)
-    matrix per layer), ``intercepts_``, ``classes_``, ``n_iter_``, ``loss_curve_`` (training loss
-    before each epoch's updates, averaged over its batches) and ``accuracy_curve_`` (training
-    accuracy after each epoch).
+    matrix per layer), ``intercepts_``, ``classes_``, ``n_features_in_``, ``n_iter_``,
+    ``loss_curve_`` (training loss before each epoch's updates, averaged over its batches) and
+    ``accuracy_curve_`` (training accuracy after each epoch).
     """
 
     def __init__(
@@ -100,6 +103,7 @@ class MLP(Estimator):
 
     def _initialize(self, n_features: int, classes: np.ndarray) -> None:
         self.classes_ = classes
+        self.n_features_in_ = n_features
         n_out = 1 if len(classes) == 2 else len(classes)
         sizes = [n_features, *self._hidden_sizes(), n_out]
         self._rng = np.random.default_rng(self.random_state)
@@ -108,7 +112,8 @@ class MLP(Estimator):
         for n_in, n_next in itertools.pairwise(sizes):
             limit = np.sqrt(6.0 / (n_in + n_next))
             self.coefs_.append(self._rng.uniform(-limit, limit, size=(n_in, n_next)))
-            self.intercepts_.append(np.zeros(n_next))
+            fixed = self.activation == "step" and len(self.coefs_) < len(sizes) - 1
+            self.intercepts_.append(self._rng.uniform(-limit, limit, size=n_next) if fixed else np.zeros(n_next))
         self.n_iter_ = 0
         self.loss_curve_: list[float] = []
         self.accuracy_curve_: list[float] = []
@@ -166,7 +171,7 @@ class MLP(Estimator):
         """The mean cross-entropy on ``(X, y)`` and its gradients with respect to ``coefs_`` and
         ``intercepts_`` (same shapes), by backpropagation. Does not change the weights."""
         self._check_fitted()
-        X, y = check_X_y(X, y, self.coefs_[0].shape[0], min_samples=1)
+        X, y = check_X_y(X, y, self.n_features_in_, min_samples=1, owner="MLP")
         check_classes(y, self.classes_)
         T = self._targets(y)
         zs, activations = self._forward(X)
@@ -176,7 +181,7 @@ class MLP(Estimator):
     def fit(self, X: Any, y: Any) -> MLP:
         """Train from a fresh random initialisation for ``max_epochs`` epochs. Returns ``self``."""
         self._check_params()
-        X, y = check_X_y(X, y)
+        X, y = check_X_y(X, y, owner="MLP")
         self._initialize(X.shape[1], check_classes(y))
         T = self._targets(y)
         for _ in range(self.max_epochs):
@@ -188,7 +193,7 @@ class MLP(Estimator):
         network; ``classes`` then lists every label (if omitted, ``y`` must show all of them)."""
         self._check_params()
         first = not hasattr(self, "classes_")
-        X, y = check_X_y(X, y, None if first else self.coefs_[0].shape[0])
+        X, y = check_X_y(X, y, None if first else self.n_features_in_, owner="MLP")
         if first:
             self._initialize(X.shape[1], check_classes(y, classes))
         else:
@@ -217,7 +222,7 @@ class MLP(Estimator):
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities, shape (n_samples, n_classes), columns in the order of ``classes_``."""
         self._check_fitted()
-        X = check_X(X, self.coefs_[0].shape[0])
+        X = check_X(X, self.n_features_in_, owner="MLP")
         p = self._forward(X)[1][-1]
         return np.hstack([1.0 - p, p]) if p.shape[1] == 1 else p
 
@@ -231,12 +236,12 @@ class MLP(Estimator):
     def decision_function(self, X: Any) -> np.ndarray:
         """The output layer's logits: shape (n_samples,) for two classes, else (n_samples, k)."""
         self._check_fitted()
-        X = check_X(X, self.coefs_[0].shape[0])
+        X = check_X(X, self.n_features_in_, owner="MLP")
         z = self._forward(X)[0][-1]
         return z[:, 0] if z.shape[1] == 1 else z
 
     def score(self, X: Any, y: Any) -> float:
         """Accuracy: the fraction of samples whose predicted label equals ``y``."""
         self._check_fitted()
-        X, y = check_X_y(X, y, self.coefs_[0].shape[0], min_samples=1)
+        X, y = check_X_y(X, y, self.n_features_in_, min_samples=1, owner="MLP")
         return float(np.mean(self.predict(X) == y))
