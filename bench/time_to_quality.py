@@ -55,7 +55,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=1.6e-2)
     p.add_argument("--min-lr", type=float, default=4e-4)
     p.add_argument("--warmup", type=int, default=20)
-    p.add_argument("--schedule-steps", type=int, default=450, help="cosine schedule length (TrainConfig.max_steps)")
+    p.add_argument("--schedule-steps", type=int, default=450, help="schedule length (TrainConfig.max_steps)")
+    p.add_argument("--decay", default="cosine", choices=["cosine", "linear"], help="TrainConfig.decay")
+    p.add_argument("--cooldown-fraction", type=float, default=1.0, help="TrainConfig.cooldown_fraction")
     p.add_argument("--weight-decay", type=float, default=0.1)
     p.add_argument("--beta1", type=float, default=0.9)
     p.add_argument("--beta2", type=float, default=0.99)
@@ -149,6 +151,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             dropout=args.dropout, model=args.model,
             batch_size=args.batch_size, max_steps=args.schedule_steps, max_time=args.max_time,
             optimizer=args.optimizer, learning_rate=args.lr, min_lr=min(args.min_lr, args.lr), warmup_steps=args.warmup,
+            decay=args.decay, cooldown_fraction=args.cooldown_fraction,
             weight_decay=args.weight_decay, beta1=args.beta1, beta2=args.beta2, grad_clip=args.grad_clip,
             out=str(work / "run"), eval_interval=args.eval_interval, eval_iters=args.eval_iters,
             log_interval=10, checkpoint_interval=10**9, seed=args.seed, device=args.device, dtype=args.dtype,

@@ -127,11 +127,12 @@ class FinetuneConfig:
     def schedule(self, max_steps: int) -> Any:
         """The ``TrainConfig`` that ``gptlab.train.trainer.lr_at`` and ``make_optimizer`` read (optimizer
         and learning-rate settings; the model and data fields keep their defaults). Fine-tuning uses
-        AdamW, whatever pre-training's default optimizer is."""
+        AdamW and a cosine decay over all the steps after warmup, whatever pre-training's defaults are."""
         from gptlab.train.config import TrainConfig
 
         return TrainConfig(
-            optimizer="adamw", max_steps=max_steps, warmup_steps=self.warmup_steps, learning_rate=self.lr,
+            optimizer="adamw", decay="cosine", cooldown_fraction=1.0,
+            max_steps=max_steps, warmup_steps=self.warmup_steps, learning_rate=self.lr,
             min_lr=self.lr * self.min_lr_ratio, weight_decay=self.weight_decay,
             beta1=self.beta1, beta2=self.beta2, grad_clip=self.grad_clip,
         )
