@@ -1,4 +1,4 @@
-"""Other tools' formats: Hugging Face ``transformers`` checkpoints, in and out.
+"""Other tools' formats: Hugging Face ``transformers`` checkpoints, in and out; GGUF for llama.cpp, out.
 
 - :mod:`~gptlab.interop.hf` — :func:`import_hf` turns a Hugging Face ``GPT2LMHeadModel``,
   ``LlamaForCausalLM``, ``MistralForCausalLM``, ``Qwen2ForCausalLM`` or ``Qwen3ForCausalLM``
@@ -9,10 +9,14 @@
 - :mod:`~gptlab.interop.hf_gpt2`, :mod:`~gptlab.interop.hf_llama` — each architecture's config and
   weight names; :mod:`~gptlab.interop.hf_weights` — the one weight mapping both use;
   :mod:`~gptlab.interop.hf_files` — reading and writing model directories;
-  :mod:`~gptlab.interop.hf_tokenizer` — tokenizers with identical ids.
+  :mod:`~gptlab.interop.hf_tokenizer` — tokenizers with identical ids;
+- :mod:`~gptlab.interop.gguf` — :func:`export_gguf` writes one GGUF file that llama.cpp and ollama
+  run (architecture gpt2, llama, qwen2 or qwen3, as the config says); its tokenizer metadata is
+  :mod:`~gptlab.interop.gguf_tokenizer`'s.
 """
 
+from gptlab.interop.gguf import export_gguf
 from gptlab.interop.hf import HFModel, export_hf, import_hf
 from gptlab.interop.hub import fetch_hf_model, hf_cache_dir, resolve_hf_source
 
-__all__ = ["HFModel", "export_hf", "fetch_hf_model", "hf_cache_dir", "import_hf", "resolve_hf_source"]
+__all__ = ["HFModel", "export_gguf", "export_hf", "fetch_hf_model", "hf_cache_dir", "import_hf", "resolve_hf_source"]
