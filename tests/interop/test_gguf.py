@@ -423,3 +423,29 @@ def test_cli_outtypes_are_the_librarys() -> None:
     from gptlab.cli.gguf import OUTTYPES as CLI_OUTTYPES
 
     assert CLI_OUTTYPES == OUTTYPES
+
+
+@pytest.mark.slow  # a short LoRA fine-tune
+def test_cli_exports_a_lora_run_merged(bpe, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from gptlab.finetune.finetuner import load_finetuned
+
+    base = tmp_path / "base"
+    save_checkpoint(base, tiny_model("llama", bpe.vocab_size), bpe, step=1)
+    data = tmp_path / "data.jsonl"
+    words = CORPUS.split()
+    data.write_text("".join(json.dumps({"prompt": w + " =", "completion": " " + w[::-1]}) + "\n" for w in words[:40]))
+    run = tmp_path / "lora"
+    assert main(["finetune", str(base), "--data", str(data), "--out", str(run), "--max-steps", "4", "--lora",
+                 "--lora-rank", "2", "--learning-rate", "0.05", "--batch-size", "4", "--val-fraction", "0", "--no-progress"]) == 0
+    out = tmp_path / "lora.gguf"
+    assert main(["export-gguf", str(run), str(out), "--outtype", "f32"]) == 0
+    assert "with its LoRA adapter merged" in capsys.readouterr().out
+    ids = bpe.encode(CORPUS)[:32]
+    with torch.no_grad():
+        adapted = load_finetuned(run).eval()(torch.tensor([ids]))[0][0]
+        plain = GPT.eval(tiny_model("llama", bpe.vocab_size))(torch.tensor([ids]))[0][0]
+    exported = reference_logits(out, ids)
+    torch.testing.assert_close(exported, adapted, rtol=0, atol=1e-4)
+    assert (exported - plain).abs().max() > 1e-2  # the adapter changed the model, and the file has it
