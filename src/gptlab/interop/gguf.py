@@ -88,6 +88,7 @@ def _adjacent_pairs(rows: torch.Tensor, n_heads: int) -> torch.Tensor:
     return split.transpose(1, 2).reshape(rows.shape)
 
 
+@torch.no_grad()
 def _merged_state(model: GPT) -> dict[str, torch.Tensor]:
     """The model's weights, with any attached LoRA adapters folded in (the model is not changed)."""
     state = {k: v for k, v in model.state_dict().items() if not k.endswith((".lora_A", ".lora_B"))}
@@ -151,7 +152,11 @@ def gguf_tensors(model: GPT, arch: str | None = None) -> Iterator[tuple[str, tor
     vocabulary padding rows dropped."""
     config = model.config
     arch = arch or gguf_architecture(config)
-    state = {k: v.detach().to("cpu", torch.float32) for k, v in _merged_state(model).items()}
+    for name, tensor in _tensors(_merged_state(model), config, arch):
+        yield name, tensor.detach().to("cpu", torch.float32)  # one at a time: no second copy of the model
+
+
+def _tensors(state: dict[str, torch.Tensor], config: GPTConfig, arch: str) -> Iterator[tuple[str, torch.Tensor]]:
     V = config.vocab_size
     yield "token_embd.weight", state["transformer.wte.weight"][:V]
     if arch == "gpt2":
