@@ -304,7 +304,7 @@ def test_bpe_tokenizer_metadata(bpe, tmp_path: Path) -> None:
     model = tiny_model("gpt2", bpe.vocab_size + 3)
     fields, _ = read(export_gguf(model, bpe, tmp_path / "m.gguf"))
     tokens, types = fields["tokenizer.ggml.tokens"], fields["tokenizer.ggml.token_type"]
-    assert fields["tokenizer.ggml.model"] == "gpt2" and fields["tokenizer.ggml.pre"] == "gpt2"
+    assert fields["tokenizer.ggml.model"] == "gpt2" and fields["tokenizer.ggml.pre"] == "gpt-2"
     assert len(tokens) == len(types) == bpe.vocab_size + 3
     assert tokens[-3:] == [f"[PAD{i}]" for i in range(bpe.vocab_size, bpe.vocab_size + 3)]
     assert types[-3:] == [gguf.TokenType.UNUSED] * 3

@@ -4,7 +4,7 @@ A byte-level BPE is written as llama.cpp's ``"gpt2"`` tokenizer model: every id'
 (byte-level strings such as ``Ġthe``, special tokens verbatim), a type per token (special tokens
 are *control* tokens, other added tokens *user-defined*, ids the tokenizer does not fill up to the
 model's vocabulary *unused* ``[PAD<id>]`` placeholders), the merges in rank order, and the name of
-the pre-tokenizer split: ``"gpt2"`` for gptlab's own pipeline (GPT-2's regex), ``"qwen2"`` for
+the pre-tokenizer split: ``"gpt-2"`` for gptlab's own pipeline (GPT-2's regex), ``"qwen2"`` for
 Qwen2's. A pipeline llama.cpp has no name for (e.g. Llama 3's or a SentencePiece-style byte
 fallback) is a TokenizerError, since llama.cpp would split text differently and give other ids.
 
@@ -61,7 +61,7 @@ def _pre_tokenizer(tokenizer: BPETokenizer) -> str:
     """llama.cpp's name for the tokenizer's pre-tokenizer; TokenizerError if it has none."""
     data = tokenizer.to_dict()
     if _is_gpt2_pipeline(data):
-        return "gpt2"
+        return "gpt-2"
     if is_qwen2_pipeline(tokenizer):
         return "qwen2"
     raise TokenizerError(
