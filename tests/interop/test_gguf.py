@@ -258,8 +258,10 @@ def test_every_outtype_gives_logits_close_to_f32(outtype: str, bpe, tmp_path: Pa
     with torch.no_grad():
         ours = model(torch.tensor([ids]))[0][0]
     diff = float((reference_logits(path, ids) - ours).abs().max())
-    # stored weights carry a relative error of ROUNDING; through two layers it stays within 5 % of the range
-    assert diff <= {"f32": 1e-4, "f16": 0.01, "bf16": 0.1, "q8_0": 0.1}[outtype] * max(1.0, float(ours.abs().max()))
+    # each matmul's weights carry a relative error up to ROUNDING (f16 5e-4, bf16 4e-3, q8_0 4.4e-3 of a
+    # block's largest value); through the few matmuls to a logit that stays below 20 times it
+    relative = {"f32": 1e-4 / 20, **ROUNDING}[outtype] * 20
+    assert diff <= relative * max(1.0, float(ours.abs().max()))
 
 
 def test_lora_adapters_are_merged_and_the_model_left_as_it_was(bpe, tmp_path: Path) -> None:
