@@ -22,12 +22,13 @@ def build_parser() -> argparse.ArgumentParser:
     from gptlab.cli import core as cli_core
     from gptlab.cli import count as cli_count
     from gptlab.cli import finetune as cli_finetune
+    from gptlab.cli import gguf as cli_gguf
     from gptlab.cli import hf as cli_hf
     from gptlab.cli import inspect as cli_inspect
     from gptlab.cli import neurons as cli_neurons
     from gptlab.cli import serve as cli_serve
 
-    for module in (cli_core, cli_neurons, cli_count, cli_finetune, cli_inspect, cli_hf, cli_serve):
+    for module in (cli_core, cli_neurons, cli_count, cli_finetune, cli_inspect, cli_hf, cli_gguf, cli_serve):
         module.register(subparsers)
     return parser
 
