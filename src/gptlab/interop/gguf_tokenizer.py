@@ -27,20 +27,13 @@ from dataclasses import dataclass, field
 from gptlab.data.chat import IM_END, IM_START
 from gptlab.data.tokenizer import N_BYTES, BPETokenizer, CharTokenizer, Tokenizer
 from gptlab.errors import TokenizerError
+from gptlab.interop.hf_chat import CHATML_TEMPLATE  # gptlab's chat layout, which llama.cpp and ollama know as ChatML
 from gptlab.interop.hf_tokenizer import _is_gpt2_pipeline, is_qwen2_pipeline
 
 # gguf.TokenType's values (kept here so that this module does not import gguf)
 NORMAL, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 3, 4, 5, 6
 SPM_SPACE = "\u2581"  # SentencePiece's visible space, "▁"
 
-# gptlab's chat layout (gptlab.data.chat.render_chat) as a Jinja template, which llama.cpp and
-# ollama recognise as ChatML
-CHATML_TEMPLATE = (
-    "{% for message in messages %}"
-    f"{{{{ '{IM_START}' + message['role'] + '\\n' + message['content'] + '{IM_END}' + '\\n' }}}}"
-    "{% endfor %}"
-    f"{{% if add_generation_prompt %}}{{{{ '{IM_START}assistant\\n' }}}}{{% endif %}}"
-)
 
 
 @dataclass(frozen=True)
