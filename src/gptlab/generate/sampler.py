@@ -25,7 +25,10 @@ class SamplingParams:
 
     The logits are adjusted in the order OpenAI documents: ``logit_bias`` (token id → added value),
     then ``frequency_penalty`` × (times the token was generated so far) and ``presence_penalty`` ×
-    (1 if it was generated at all) are subtracted; then temperature, top-k and top-p apply.
+    (1 if it was generated at all) are subtracted; then ``repetition_penalty`` (CTRL's, as in
+    transformers and vLLM: the logit of every token seen in the prompt or the output is divided by
+    it when positive, multiplied when negative); then temperature, top-k, top-p and ``min_p``
+    (keep the tokens at least ``min_p`` × as likely as the most likely one) apply.
     """
 
     max_new_tokens: int = 256
@@ -36,6 +39,8 @@ class SamplingParams:
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     logit_bias: Mapping[int, float] | None = None
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 0:
@@ -49,6 +54,10 @@ class SamplingParams:
         for name in ("presence_penalty", "frequency_penalty"):
             if not -2.0 <= getattr(self, name) <= 2.0:
                 raise GenerationError(f"{name} must be in [-2, 2], got {getattr(self, name)}")
+        if not 0.0 <= self.min_p <= 1.0:
+            raise GenerationError(f"min_p must be in [0, 1], got {self.min_p}")
+        if not self.repetition_penalty > 0:
+            raise GenerationError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
         for token, bias in (self.logit_bias or {}).items():
             if not -100.0 <= bias <= 100.0:
                 raise GenerationError(f"logit_bias for token {token} must be in [-100, 100], got {bias}")
@@ -76,6 +85,9 @@ def filter_logits(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
         drop_sorted = cumulative - sorted_logits.softmax(dim=-1) >= params.top_p
         drop = drop_sorted.scatter(-1, order, drop_sorted)
         logits = logits.masked_fill(drop, float("-inf"))
+    if params.min_p > 0:
+        probs = logits.softmax(dim=-1)
+        logits = logits.masked_fill(probs < params.min_p * probs.amax(dim=-1, keepdim=True), float("-inf"))
     return logits
 
 
@@ -83,14 +95,20 @@ class SequenceSampler:
     """The sampling state of one sequence: its parameters, random generator and token counts.
 
     Each sequence draws from its own generator (seeded by ``params.seed``, else at random), so a
-    seeded sequence gets the same tokens alone or in a batch with others.
+    seeded sequence gets the same tokens alone or in a batch with others. ``prompt_ids`` are the
+    tokens the repetition penalty counts as seen before the first generated one.
     """
 
-    def __init__(self, params: SamplingParams, vocab_size: int, device: torch.device | str = "cpu") -> None:
+    def __init__(self, params: SamplingParams, vocab_size: int, device: torch.device | str = "cpu",
+                 prompt_ids: Sequence[int] = ()) -> None:
         self.params = params
         seed = params.seed if params.seed is not None else int(torch.randint(0, 2**62, ()).item())
         self.generator = torch.Generator(device=device).manual_seed(seed)
         self.counts = torch.zeros(vocab_size, device=device) if params.penalised else None
+        self.seen = None
+        if params.repetition_penalty != 1.0:
+            self.seen = torch.zeros(vocab_size, dtype=torch.bool, device=device)
+            self.seen[torch.tensor(list(prompt_ids), dtype=torch.long, device=device)] = True
         self.bias_ids = self.bias_values = None
         if params.logit_bias:
             ids = list(params.logit_bias)
@@ -107,24 +125,29 @@ class SequenceSampler:
         if self.counts is not None:
             p = self.params
             logits = logits - p.frequency_penalty * self.counts - p.presence_penalty * (self.counts > 0).float()
+        if self.seen is not None:
+            penalty = self.params.repetition_penalty
+            logits = torch.where(self.seen, torch.where(logits > 0, logits / penalty, logits * penalty), logits)
         return logits
 
     def observe(self, token: int) -> None:
         """Count a generated token (for the penalties)."""
         if self.counts is not None:
             self.counts[token] += 1
+        if self.seen is not None:
+            self.seen[token] = True
 
 
 def sample_rows(logits: torch.Tensor, samplers: Sequence[SequenceSampler]) -> torch.Tensor:
     """The next token of each row of ``logits`` (B, V), row b sampled with ``samplers[b]``; (B,) int64.
 
     The work is batched across rows: logit_bias and penalties (rows that have them), temperature,
-    top-k and top-p (one sort, only when some row filters), then inverse-CDF sampling with one
+    top-k and top-p (one sort, only when some row filters), min_p, then inverse-CDF sampling with one
     uniform number per row drawn from that row's generator. Greedy rows (temperature 0) take the
     argmax of their adjusted logits.
     """
     logits = logits.float()
-    if any(s.bias_ids is not None or s.counts is not None for s in samplers):
+    if any(s.bias_ids is not None or s.counts is not None or s.seen is not None for s in samplers):
         logits = torch.stack([s.adjust(row) for s, row in zip(samplers, logits)])
     greedy = [s.params.temperature == 0 for s in samplers]
     if all(greedy):
@@ -142,6 +165,9 @@ def sample_rows(logits: torch.Tensor, samplers: Sequence[SequenceSampler]) -> to
         probs = probs / probs.sum(dim=-1, keepdim=True)
         # then, as filter_logits: a token goes when the tokens ranked above it already reach top_p
         probs = probs * ((probs.cumsum(dim=-1) - probs) < top_p.unsqueeze(1))
+    if any(s.params.min_p > 0 for s in samplers):  # last, as vLLM: a ratio to the best token left
+        min_p = torch.tensor([s.params.min_p for s in samplers], device=device)
+        probs = probs * (probs >= min_p.unsqueeze(1) * probs.amax(dim=-1, keepdim=True))
     cdf = probs.cumsum(dim=-1)  # (B, V)
     u = torch.cat([torch.rand(1, generator=s.generator, device=device) for s in samplers])  # (B,)
     index = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(1), right=True).clamp_(max=V - 1)
@@ -193,7 +219,7 @@ def generate_tokens(
     was_training = model.training
     model.eval()
     device = model.transformer.wte.weight.device
-    sampler = SequenceSampler(params, model.config.vocab_size, device)
+    sampler = SequenceSampler(params, model.config.vocab_size, device, prompt_ids=history)
     # a compiled step is built for one cache shape: give every generation the full context
     fits = len(history) + params.max_new_tokens <= block_size
     cache = model.new_cache(batch_size=1, max_len=len(history) + params.max_new_tokens
@@ -227,7 +253,8 @@ class TextStream:
 
     ``push(token)`` returns the text that became safe: a piece is held back while it could still
     become the start of a stop sequence, or while it ends in an incomplete UTF-8 character.
-    Once a stop sequence appears, ``stopped`` is True and the text before it is all that was shown.
+    Once a stop sequence appears, ``stopped`` is True and the text before it is all that was shown
+    (the text up to its end, with ``include_stop``).
     ``flush()`` returns whatever is still held back at the end. The server streams through this
     class too, so the CLI and the API cut text the same way.
 
@@ -237,9 +264,10 @@ class TextStream:
 
     MAX_PENDING = 8  # tokens; more than a UTF-8 character needs, so nothing valid waits longer
 
-    def __init__(self, tokenizer: Tokenizer, stop: Sequence[str] = ()) -> None:
+    def __init__(self, tokenizer: Tokenizer, stop: Sequence[str] = (), include_stop: bool = False) -> None:
         self.tokenizer = tokenizer
         self.stops = [s for s in stop if s]
+        self.include_stop = include_stop
         self.tokens: list[int] = []
         self.text = ""  # decoded text of the tokens before ``pending``
         self.pending: list[int] = []  # tokens whose text may still be an incomplete character
@@ -257,7 +285,7 @@ class TextStream:
         self.text += piece
         self.pending = []
         longest = max((len(s) for s in self.stops), default=0)
-        cut = _first_stop(self.text, self.stops, start=max(0, self.shown - longest))
+        cut = self._stop_cut(start=max(0, self.shown - longest))
         if cut is not None:
             self.stopped = True
             return self._show(cut)
@@ -270,11 +298,16 @@ class TextStream:
         if self.pending:
             self.text += self.tokenizer.decode(self.pending)
             self.pending = []
-            cut = _first_stop(self.text, self.stops, start=0)
+            cut = self._stop_cut(start=0)
             if cut is not None:
                 self.stopped = True
                 return self._show(cut)
         return self._show(len(self.text))
+
+    def _stop_cut(self, start: int) -> int | None:
+        """Where the shown text ends if a stop sequence begins in ``text[start:]``, else None."""
+        span = _first_stop(self.text, self.stops, start)
+        return None if span is None else span[1] if self.include_stop else span[0]
 
     def _show(self, upto: int) -> str:
         if upto <= self.shown:
@@ -314,9 +347,9 @@ def generate_text(
         yield rest
 
 
-def _first_stop(text: str, stops: Sequence[str], start: int) -> int | None:
-    """Index where the earliest stop sequence begins in ``text[start:]``, or None."""
-    hits = [i for i in (text.find(s, start) for s in stops) if i >= 0]
+def _first_stop(text: str, stops: Sequence[str], start: int) -> tuple[int, int] | None:
+    """(start, end) of the earliest stop sequence in ``text[start:]``, or None."""
+    hits = [(i, i + len(s)) for i, s in ((text.find(s, start), s) for s in stops) if i >= 0]
     return min(hits) if hits else None
 
 
