@@ -58,6 +58,24 @@ def test_api_key_flag_model_name_and_cors(tiny_run, serve, server):
     assert allowed.headers["access-control-allow-origin"] == "http://ui.example"
     other = httpx.options(proc.url + "/v1/completions", headers={**preflight, "Origin": "http://evil.example"})
     assert "access-control-allow-origin" not in other.headers
+    # a refused preflight is JSON in OpenAI's shape, and says what was refused
+    assert other.status_code == 400 and other.headers["content-type"] == "application/json"
+    assert other.json()["error"]["code"] == "cors_refused" and "http://evil.example" in other.json()["error"]["message"]
+    odd = httpx.options(proc.url + "/v1/completions", headers={**preflight, "Access-Control-Request-Headers": "x-secret"})
+    assert odd.status_code == 400 and "x-secret" in odd.json()["error"]["message"]
+    # the official openai JS SDK (v4-v7, with dangerouslyAllowBrowser) asks for its x-stainless-* headers
+    sdk = httpx.options(proc.url + "/v1/chat/completions", headers={**preflight, "Access-Control-Request-Headers": (
+        "authorization,content-type,accept,x-stainless-arch,x-stainless-lang,x-stainless-os,"
+        "x-stainless-package-version,x-stainless-retry-count,x-stainless-runtime,x-stainless-runtime-version,"
+        "x-stainless-timeout,openai-organization,openai-project")})
+    assert sdk.status_code == 200, sdk.text
+    assert sdk.headers["access-control-allow-origin"] == "http://ui.example"
+    allowed_headers = {h.strip().lower() for h in sdk.headers["access-control-allow-headers"].split(",")}
+    assert {"authorization", "x-stainless-retry-count", "x-stainless-timeout", "openai-project"} <= allowed_headers
+    answer = httpx.post(proc.url + "/v1/chat/completions", headers={
+        "Origin": "http://ui.example", "Authorization": "Bearer flag-key", "x-stainless-lang": "js"},
+        json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
+    assert answer.status_code == 200 and answer.headers["access-control-allow-origin"] == "http://ui.example"
     # CORS is off by default: the shared server sends no CORS headers at all
     plain = httpx.get(server.url + "/health", headers={"Origin": "http://ui.example"})
     assert "access-control-allow-origin" not in plain.headers
