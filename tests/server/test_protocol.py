@@ -134,6 +134,25 @@ def test_sse_frames_stay_one_line_for_clients_that_split_on_unicode_line_breaks(
     assert json.loads(frame[len("data: "):])["text"] == text
 
 
+@pytest.mark.parametrize("text", ["plain", 'a "quoted" \\ back\nslash\t', "naïve 東京 🙂", "a\u2028b\x85c\x00d"])
+def test_text_frames_equal_the_models_frames(text):
+    from gptlab.server.protocol import ChatChunkChoice, ChatCompletionChunk, CompletionChoice, CompletionResponse
+    from gptlab.server.sse import TextFrames
+
+    def completion(t: str) -> CompletionResponse:
+        return CompletionResponse(id="cmpl-1", created=5, model="m/ckpt-2",
+                                  choices=[CompletionChoice(index=3, text=t, logprobs=None, finish_reason=None)])
+
+    def chat(t: str) -> ChatCompletionChunk:
+        return ChatCompletionChunk(id="chatcmpl-1", created=5, model="m",
+                                   choices=[ChatChunkChoice(index=0, delta=DeltaMessage(content=t))])
+
+    for make in (completion, chat):
+        fast = TextFrames(make(TextFrames.MARK)).frame(text)
+        assert json.loads(fast[6:]) == json.loads(sse_data(make(text))[6:])
+        assert fast.endswith(b"\n\n") and len(fast[:-2].decode().splitlines()) == 1
+
+
 def error_of(model, body: dict) -> dict:
     with pytest.raises(ValidationError) as info:
         model.model_validate(body)

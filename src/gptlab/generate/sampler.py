@@ -109,19 +109,28 @@ class SequenceSampler:
         if params.repetition_penalty != 1.0:
             self.seen = torch.zeros(vocab_size, dtype=torch.bool, device=device)
             self.seen[torch.tensor(list(prompt_ids), dtype=torch.long, device=device)] = True
-        self.bias_ids = self.bias_values = None
+        self.bias = None  # (V,) added to every step's logits: dense, so a batch adds all rows' at once
         if params.logit_bias:
             ids = list(params.logit_bias)
             if min(ids) < 0 or max(ids) >= vocab_size:
                 raise GenerationError(f"logit_bias names a token id outside the vocabulary of {vocab_size}")
-            self.bias_ids = torch.tensor(ids, device=device)
-            self.bias_values = torch.tensor(list(params.logit_bias.values()), device=device)
+            self.bias = torch.zeros(vocab_size, device=device)
+            values = torch.tensor([float(v) for v in params.logit_bias.values()], device=device)
+            self.bias[torch.tensor(ids, device=device)] = values
 
     def adjust(self, logits: torch.Tensor) -> torch.Tensor:
         """One row's logits (V,) with logit_bias added and the presence/frequency penalties
         (on the tokens generated so far) subtracted, in the order OpenAI documents."""
-        if self.bias_ids is not None:
-            logits = logits.index_add(0, self.bias_ids, self.bias_values.to(logits.dtype))
+        if self.bias is not None:
+            logits = logits + self.bias.to(logits.dtype)
+        return self.penalise(logits)
+
+    @property
+    def penalised(self) -> bool:
+        return self.counts is not None or self.seen is not None
+
+    def penalise(self, logits: torch.Tensor) -> torch.Tensor:
+        """``adjust`` without the logit_bias: the penalties on the tokens seen so far."""
         if self.counts is not None:
             p = self.params
             logits = logits - p.frequency_penalty * self.counts - p.presence_penalty * (self.counts > 0).float()
@@ -147,12 +156,15 @@ def sample_rows(logits: torch.Tensor, samplers: Sequence[SequenceSampler]) -> to
     argmax of their adjusted logits.
     """
     logits = logits.float()
-    if any(s.bias_ids is not None or s.counts is not None or s.seen is not None for s in samplers):
-        logits = torch.stack([s.adjust(row) for s, row in zip(samplers, logits)])
+    V = logits.size(-1)
+    if any(s.bias is not None for s in samplers):
+        none = logits.new_zeros(V)
+        logits = logits + torch.stack([none if s.bias is None else s.bias for s in samplers])
+    if any(s.penalised for s in samplers):
+        logits = torch.stack([s.penalise(row) if s.penalised else row for s, row in zip(samplers, logits)])
     greedy = [s.params.temperature == 0 for s in samplers]
     if all(greedy):
         return logits.argmax(dim=-1)
-    V = logits.size(-1)
     device = logits.device
     temperature = torch.tensor([s.params.temperature or 1.0 for s in samplers], device=device)
     probs = (logits / temperature.unsqueeze(1)).softmax(dim=-1)  # (B, V)
