@@ -13,14 +13,59 @@ from gptlab.cli.main import main
 from gptlab.cli.serve import default_model_name
 
 
+@pytest.fixture(autouse=True)
+def _restore_wait_policy(monkeypatch):
+    """``main(["serve", ...])`` sets $OMP_WAIT_POLICY in this process: undo it after each test."""
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+
+
 def test_help_lists_the_flags(capsys):
     with pytest.raises(SystemExit) as info:
         main(["serve", "--help"])
     assert info.value.code == 0
     out = capsys.readouterr().out
     for flag in ("--host", "--port", "--api-key", "--max-batch-size", "--max-queue", "--max-body-bytes",
-                 "--device", "--cors-origin", "127.0.0.1", "GPTLAB_API_KEY"):
+                 "--device", "--cors-origin", "127.0.0.1", "GPTLAB_API_KEY", "--threads", "OMP_WAIT_POLICY"):
         assert flag in out
+
+
+SPY = """
+import os, sys
+
+class Spy:  # reports the environment at the moment torch is first imported
+    def find_spec(self, name, path, target=None):
+        if name == "torch":
+            print("OMP_WAIT_POLICY at torch import:", os.environ.get("OMP_WAIT_POLICY"), flush=True)
+            sys.meta_path.remove(self)
+        return None
+
+sys.meta_path.insert(0, Spy())
+from gptlab.cli.main import main
+try:
+    main(sys.argv[1:])
+except SystemExit:
+    pass
+"""
+
+
+@pytest.mark.parametrize("args, preset, seen", [
+    (["serve", "--help"], None, "PASSIVE"),  # serve chooses, before torch loads libgomp
+    (["-v", "serve", "--help"], "ACTIVE", "ACTIVE"),  # the user's own setting wins
+    (["sample", "--help"], None, "None"),  # other commands leave OpenMP alone
+])
+def test_serve_sets_a_passive_openmp_wait_policy_before_torch_loads(args, preset, seen):
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if preset is not None:
+        env["OMP_WAIT_POLICY"] = preset
+    out = subprocess.run([sys.executable, "-c", SPY, *args], env=env, capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    assert f"OMP_WAIT_POLICY at torch import: {seen}" in out
+
+
+def test_the_server_logs_its_threads_and_wait_policy(server):
+    assert "1 CPU thread(s), OpenMP wait policy PASSIVE" in server.log()
 
 
 def test_missing_run_fails_before_serving(tmp_path, capsys):
