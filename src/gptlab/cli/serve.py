@@ -84,9 +84,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="allow browser calls from this origin (repeatable; CORS is off by default)")
     p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, mps")
     p.add_argument("--threads", type=int_at_least(1), default=None,
-                   help="PyTorch CPU threads (default: one per physical core). Idle threads sleep "
-                   f"at once (${WAIT_POLICY_ENV}=PASSIVE, unless set), so a busy CPU does not stall "
-                   "the server; on a machine shared with other CPU-heavy work, 1-2 threads are best")
+                   help="PyTorch CPU threads (default: one per physical core); fewer caps the server's "
+                   f"share of a shared machine. Idle threads sleep at once (${WAIT_POLICY_ENV}=PASSIVE, "
+                   "unless set), so other busy processes do not stall the server")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=cmd_serve)
 
