@@ -9,8 +9,16 @@ tokens. Same server, same run, interleaved rounds; the headline is the median ov
 (concurrent tokens/s) / (single-client tokens/s), with time to first token (TTFT) and inter-token
 latency (ITL, between streamed chunks) p50/p99 of both.
 
+A second case, **shared CPU**, starts servers the way a user does (no thread pinning: one torch
+thread per core) and measures one client's tokens/s on a quiet machine and beside as many
+CPU-bound processes as there are cores (pure-Python busy loops), interleaved, for three setups:
+``serve``'s default (OpenMP wait policy PASSIVE), ``--threads 1``, and ``OMP_WAIT_POLICY=ACTIVE``
+(libgomp's own default, what ``serve`` ran with before it chose): the ratio busy/quiet of each,
+measured in the same run, shows what spinning OpenMP threads cost on a shared CPU.
+
     python bench/serve.py                    # 4 layers, width 128, 16 clients, 128 tokens each
     python bench/serve.py --clients 32 --n-embd 256 --tokens 200
+    python bench/serve.py --no-shared-cpu    # only the batching ratio
 """
 
 from __future__ import annotations
@@ -54,6 +62,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (1 client, then N)")
     p.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2) // 2),
                    help="torch threads of the server (default: half the cores; the clients need the rest)")
+    p.add_argument("--shared-cpu", action=argparse.BooleanOptionalAction, default=True,
+                   help="also measure one client beside CPU-bound processes (default: on)")
+    p.add_argument("--shared-tokens", type=int, default=64, help="tokens per request in the shared-CPU case")
+    p.add_argument("--shared-rounds", type=int, default=3, help="quiet/busy rounds in the shared-CPU case")
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
@@ -75,14 +87,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(run: Path, args: argparse.Namespace, log_path: Path) -> tuple[subprocess.Popen, str]:
+def start_server(run: Path, args: argparse.Namespace, log_path: Path, *, threads: int | None = -1,
+                 wait_policy: str | None = None) -> tuple[subprocess.Popen, str]:
+    """``gptlab serve`` on a free port: ``threads`` -1 is ``--threads``, None leaves serve's default;
+    ``wait_policy`` sets ``$OMP_WAIT_POLICY`` (None: serve's choice)."""
     port = free_port()
-    env = dict(os.environ)
-    env.pop("GPTLAB_API_KEY", None)
-    env["OMP_NUM_THREADS"] = str(args.threads)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("GPTLAB_API_KEY", "OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS")}
+    if wait_policy is not None:
+        env["OMP_WAIT_POLICY"] = wait_policy
+    threads = args.threads if threads == -1 else threads
     command = [sys.executable, "-m", "gptlab", "serve", str(run), "--port", str(port), "--device", args.device,
                "--max-batch-size", str(max(args.clients, 1)), "--max-queue", str(max(64, args.clients)),
-               "--log-level", "warning"]
+               "--log-level", "warning", *(["--threads", str(threads)] if threads is not None else [])]
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
@@ -164,6 +181,60 @@ def latency_summary(phases: list[Phase]) -> dict[str, float]:
             "itl_p50_ms": 1e3 * percentile(itl, 50), "itl_p99_ms": 1e3 * percentile(itl, 99)}
 
 
+SHARED_SETUPS = {  # name -> (--threads, $OMP_WAIT_POLICY); None: serve's default
+    "serve's default (passive wait)": (None, None),
+    "--threads 1": (1, None),
+    "OMP_WAIT_POLICY=ACTIVE (before)": (None, "ACTIVE"),
+}
+ACTIVE = "OMP_WAIT_POLICY=ACTIVE (before)"
+
+
+class BusyCPU:
+    """One pure-Python busy loop per core, started and stopped on demand (the competing load)."""
+
+    def __init__(self) -> None:
+        self.processes: list[subprocess.Popen] = []
+
+    def __enter__(self) -> BusyCPU:
+        self.processes = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+                          for _ in range(os.cpu_count() or 1)]
+        time.sleep(0.2)  # let them get going
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for process in self.processes:
+            process.kill()
+            process.wait()
+
+
+def shared_cpu(run: Path, args: argparse.Namespace, tmp: Path, body: dict[str, Any]) -> dict[str, Any]:
+    """One client's tokens/s, quiet and beside busy processes, for each setup in SHARED_SETUPS."""
+    body = {**body, "max_tokens": args.shared_tokens}
+    servers = {}
+    try:
+        for i, (name, (threads, policy)) in enumerate(SHARED_SETUPS.items()):
+            servers[name] = start_server(run, args, tmp / f"shared-{i}.log", threads=threads, wait_policy=policy)
+        quiet: dict[str, list[float]] = {name: [] for name in servers}
+        busy: dict[str, list[float]] = {name: [] for name in servers}
+        for name, (_, url) in servers.items():
+            asyncio.run(run_phase(url, 1, body, 1))  # warm-up, untimed
+        for _ in range(args.shared_rounds):
+            for name, (_, url) in servers.items():
+                quiet[name].append(asyncio.run(run_phase(url, 1, body, 1)).tokens_per_s)
+            with BusyCPU():
+                for name, (_, url) in servers.items():
+                    busy[name].append(asyncio.run(run_phase(url, 1, body, 1)).tokens_per_s)
+    finally:
+        for process, _ in servers.values():
+            process.terminate()
+            process.wait(timeout=30)
+    return {name: {"quiet_tokens_per_s": statistics.median(quiet[name]),
+                   "busy_tokens_per_s": statistics.median(busy[name]),
+                   "busy_over_quiet": statistics.median(b / q for b, q in zip(busy[name], quiet[name], strict=True)),
+                   "rounds": [b / q for b, q in zip(busy[name], quiet[name], strict=True)]}
+            for name in servers}
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     if args.prompt_len + args.tokens > args.block_size:
@@ -185,6 +256,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         finally:
             process.terminate()
             process.wait(timeout=30)
+        shared = shared_cpu(run, args, Path(tmp), body) if args.shared_cpu else None
     ratios = [c.tokens_per_s / s.tokens_per_s for s, c in zip(single, concurrent, strict=True)]
     expected = args.tokens * args.requests
     assert all(p.tokens == expected for p in single), "a single-client request ended early"
@@ -196,6 +268,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "ratio": statistics.median(ratios),
         "ratios": ratios,
         "clients": args.clients,
+        "shared_cpu": shared,
     }
     s, c = results["single"], results["concurrent"]
     print_table(f"serve: streaming /v1/completions, {args.clients} clients vs 1, same server, fp32, {args.device}", {
@@ -203,7 +276,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                  f"context {args.block_size} (seeded random weights, char tokenizer)",
         "requests": f"prompt {args.prompt_len} tokens, {args.tokens} new tokens, {args.requests} per client "
                     f"per round, {args.rounds} rounds",
-        "machine": f"{machine_line()}; server: {args.threads} torch thread(s)",
+        "machine": f"{machine_line()}; server: --threads {args.threads}",
         "1 client": f"{s['tokens_per_s']:8.1f} tokens/s   TTFT p50 {s['ttft_p50_ms']:.1f} ms, p99 "
                     f"{s['ttft_p99_ms']:.1f} ms   ITL p50 {s['itl_p50_ms']:.2f} ms, p99 {s['itl_p99_ms']:.2f} ms",
         f"{args.clients} clients": f"{c['tokens_per_s']:8.1f} tokens/s   TTFT p50 {c['ttft_p50_ms']:.1f} ms, p99 "
@@ -211,6 +284,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "ratio": f"{results['ratio']:.2f}x aggregate tokens/s, {args.clients} clients / 1 "
                  f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)}; target >= 5x on CPU)",
     })
+    if shared is not None:
+        active = shared[ACTIVE]
+        rows = {name: f"quiet {r['quiet_tokens_per_s']:6.1f} tokens/s, busy {r['busy_tokens_per_s']:6.1f}: busy/quiet "
+                      f"{r['busy_over_quiet']:.2f}x (rounds {', '.join(f'{x:.2f}' for x in r['rounds'])}); "
+                      f"vs ACTIVE {r['quiet_tokens_per_s'] / active['quiet_tokens_per_s']:.1f}x quiet, "
+                      f"{r['busy_tokens_per_s'] / active['busy_tokens_per_s']:.1f}x busy"
+                for name, r in shared.items()}
+        print_table(f"serve on a shared CPU: 1 client, {args.shared_tokens} tokens; busy = beside {os.cpu_count()} "
+                    "busy-loop processes; servers started without thread pinning", rows)
     if args.json is not None:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     return results

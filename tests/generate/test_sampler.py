@@ -253,3 +253,40 @@ def test_compiled_decoding_without_a_cpp_compiler_is_a_clear_error(model, monkey
         assert len(list(generate_tokens(model, [1, 2], SamplingParams(max_new_tokens=1), compile=True))) == 1
     finally:
         model.eval()
+
+
+def test_min_p_keeps_the_tokens_at_least_min_p_times_as_likely_as_the_best():
+    logits = torch.log(torch.tensor([[0.5, 0.2, 0.15, 0.1, 0.05]]))
+    kept = lambda params: torch.isfinite(filter_logits(logits, params))[0].tolist()
+    assert kept(SamplingParams(min_p=0.3)) == [True, True, True, False, False]  # p >= 0.15
+    assert kept(SamplingParams(min_p=0.31)) == [True, True, False, False, False]
+    assert kept(SamplingParams(min_p=0.0)) == [True] * 5
+    # the batched path keeps the same set, with top-k and temperature beside it
+    params = [SamplingParams(min_p=0.3, seed=0), SamplingParams(min_p=0.5, temperature=2.0, top_k=4, seed=1)]
+    samplers = [SequenceSampler(p, 5) for p in params]
+    seen = [set(), set()]
+    for _ in range(300):
+        for row, token in enumerate(sample_rows(logits.expand(2, 5), samplers).tolist()):
+            seen[row].add(token)
+    for row, p in enumerate(params):
+        assert seen[row] == set(torch.nonzero(torch.isfinite(filter_logits(logits, p))[0]).flatten().tolist())
+    with pytest.raises(GenerationError, match="min_p"):
+        SamplingParams(min_p=1.5)
+
+
+def test_repetition_penalty_is_ctrls_over_prompt_and_output():
+    logits = torch.tensor([2.0, -2.0, 1.0, 0.5])
+    sampler = SequenceSampler(SamplingParams(repetition_penalty=2.0), 4, prompt_ids=[0, 1])
+    assert sampler.adjust(logits).tolist() == [1.0, -4.0, 1.0, 0.5]  # seen: divided if > 0, else multiplied
+    sampler.observe(3)
+    assert sampler.adjust(logits).tolist() == [1.0, -4.0, 1.0, 0.25]
+    # greedy decoding with a strong penalty never repeats a token while unseen ones are left
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=40, block_size=64, n_layer=1, n_head=2, n_embd=16)).eval()
+    plain = list(generate_tokens(model, [1, 2, 3], SamplingParams(max_new_tokens=20, temperature=0)))
+    tokens = list(generate_tokens(model, [1, 2, 3], SamplingParams(max_new_tokens=20, temperature=0,
+                                                                   repetition_penalty=1e4)))
+    assert len(set(plain)) < 20  # without the penalty the model repeats itself
+    assert len(set(tokens)) == 20 and not {1, 2, 3} & set(tokens)
+    with pytest.raises(GenerationError, match="repetition_penalty"):
+        SamplingParams(repetition_penalty=0)

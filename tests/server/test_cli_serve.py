@@ -13,14 +13,59 @@ from gptlab.cli.main import main
 from gptlab.cli.serve import default_model_name
 
 
+@pytest.fixture(autouse=True)
+def _restore_wait_policy(monkeypatch):
+    """``main(["serve", ...])`` sets $OMP_WAIT_POLICY in this process: undo it after each test."""
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+
+
 def test_help_lists_the_flags(capsys):
     with pytest.raises(SystemExit) as info:
         main(["serve", "--help"])
     assert info.value.code == 0
     out = capsys.readouterr().out
     for flag in ("--host", "--port", "--api-key", "--max-batch-size", "--max-queue", "--max-body-bytes",
-                 "--device", "--cors-origin", "127.0.0.1", "GPTLAB_API_KEY"):
+                 "--device", "--cors-origin", "127.0.0.1", "GPTLAB_API_KEY", "--threads", "OMP_WAIT_POLICY"):
         assert flag in out
+
+
+SPY = """
+import os, sys
+
+class Spy:  # reports the environment at the moment torch is first imported
+    def find_spec(self, name, path, target=None):
+        if name == "torch":
+            print("OMP_WAIT_POLICY at torch import:", os.environ.get("OMP_WAIT_POLICY"), flush=True)
+            sys.meta_path.remove(self)
+        return None
+
+sys.meta_path.insert(0, Spy())
+from gptlab.cli.main import main
+try:
+    main(sys.argv[1:])
+except SystemExit:
+    pass
+"""
+
+
+@pytest.mark.parametrize("args, preset, seen", [
+    (["serve", "--help"], None, "PASSIVE"),  # serve chooses, before torch loads libgomp
+    (["-v", "serve", "--help"], "ACTIVE", "ACTIVE"),  # the user's own setting wins
+    (["sample", "--help"], None, "None"),  # other commands leave OpenMP alone
+])
+def test_serve_sets_a_passive_openmp_wait_policy_before_torch_loads(args, preset, seen):
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if preset is not None:
+        env["OMP_WAIT_POLICY"] = preset
+    out = subprocess.run([sys.executable, "-c", SPY, *args], env=env, capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    assert f"OMP_WAIT_POLICY at torch import: {seen}" in out
+
+
+def test_the_server_logs_its_threads_and_wait_policy(server):
+    assert "1 CPU thread(s), OpenMP wait policy PASSIVE" in server.log()
 
 
 def test_missing_run_fails_before_serving(tmp_path, capsys):
@@ -58,6 +103,24 @@ def test_api_key_flag_model_name_and_cors(tiny_run, serve, server):
     assert allowed.headers["access-control-allow-origin"] == "http://ui.example"
     other = httpx.options(proc.url + "/v1/completions", headers={**preflight, "Origin": "http://evil.example"})
     assert "access-control-allow-origin" not in other.headers
+    # a refused preflight is JSON in OpenAI's shape, and says what was refused
+    assert other.status_code == 400 and other.headers["content-type"] == "application/json"
+    assert other.json()["error"]["code"] == "cors_refused" and "http://evil.example" in other.json()["error"]["message"]
+    odd = httpx.options(proc.url + "/v1/completions", headers={**preflight, "Access-Control-Request-Headers": "x-secret"})
+    assert odd.status_code == 400 and "x-secret" in odd.json()["error"]["message"]
+    # the official openai JS SDK (v4-v7, with dangerouslyAllowBrowser) asks for its x-stainless-* headers
+    sdk = httpx.options(proc.url + "/v1/chat/completions", headers={**preflight, "Access-Control-Request-Headers": (
+        "authorization,content-type,accept,x-stainless-arch,x-stainless-lang,x-stainless-os,"
+        "x-stainless-package-version,x-stainless-retry-count,x-stainless-runtime,x-stainless-runtime-version,"
+        "x-stainless-timeout,openai-organization,openai-project")})
+    assert sdk.status_code == 200, sdk.text
+    assert sdk.headers["access-control-allow-origin"] == "http://ui.example"
+    allowed_headers = {h.strip().lower() for h in sdk.headers["access-control-allow-headers"].split(",")}
+    assert {"authorization", "x-stainless-retry-count", "x-stainless-timeout", "openai-project"} <= allowed_headers
+    answer = httpx.post(proc.url + "/v1/chat/completions", headers={
+        "Origin": "http://ui.example", "Authorization": "Bearer flag-key", "x-stainless-lang": "js"},
+        json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
+    assert answer.status_code == 200 and answer.headers["access-control-allow-origin"] == "http://ui.example"
     # CORS is off by default: the shared server sends no CORS headers at all
     plain = httpx.get(server.url + "/health", headers={"Origin": "http://ui.example"})
     assert "access-control-allow-origin" not in plain.headers

@@ -47,3 +47,50 @@ def test_metrics_move_with_work(server, http):
                  status="200") == 1
     assert delta("gptlab_http_requests", "gptlab_http_requests_total", route="other", status="404") == 1
     assert value(after, "gptlab_max_queue") == 4 and value(after, "gptlab_max_batch_size") == 4
+
+
+def test_a_dropped_stream_counts_its_tokens_as_abort(server, http):
+    import time
+
+    before = scrape(server.url)
+    eot = http.post("/tokenize", json={"prompt": "<|endoftext|>"}).json()["tokens"][0]
+    body = {"prompt": "def ", "max_tokens": 120, "stream": True, "logit_bias": {str(eot): -100}}
+    received = 0
+    with http.stream("POST", "/v1/completions", json=body) as response:
+        for line in response.iter_lines():
+            if line.startswith("data: {"):
+                received += 1
+            if received == 5:
+                break  # leave: the connection closes with 115 tokens still to come
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        after = scrape(server.url)
+        aborted = (value(after, "gptlab_sequences_finished", "gptlab_sequences_finished_total", finish_reason="abort")
+                   - value(before, "gptlab_sequences_finished", "gptlab_sequences_finished_total",
+                           finish_reason="abort"))
+        if aborted:
+            break
+        time.sleep(0.05)
+    assert aborted == 1
+    tokens = (value(after, "gptlab_generation_tokens", "gptlab_generation_tokens_total")
+              - value(before, "gptlab_generation_tokens", "gptlab_generation_tokens_total"))
+    assert 5 <= tokens < 120  # what it had generated when the client left, no more
+
+
+def test_401_and_413_carry_their_route(server):
+    before = scrape(server.url)
+    assert httpx.post(server.url + "/v1/completions", json={"prompt": "a"}).status_code == 401
+    big = httpx.post(server.url + "/v1/chat/completions", content=b"x" * 70_000,
+                     headers={"Authorization": f"Bearer {server.api_key}", "Content-Type": "application/json"})
+    assert big.status_code == 413
+    assert httpx.get(server.url + "/v1/models/some-model").status_code == 401
+    after = scrape(server.url)
+
+    def delta(route: str, status: str) -> float:
+        return (value(after, "gptlab_http_requests", "gptlab_http_requests_total", route=route, status=status)
+                - value(before, "gptlab_http_requests", "gptlab_http_requests_total", route=route, status=status))
+
+    assert delta("/v1/completions", "401") == 1
+    assert delta("/v1/chat/completions", "413") == 1
+    assert delta("/v1/models/{model_id:path}", "401") == 1
+    assert delta("other", "401") == 0

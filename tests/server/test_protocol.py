@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from gptlab.data.chat import render_chat
-from gptlab.server.errors import validation_message
+from gptlab.server.errors import validation_error, validation_message
 from gptlab.server.logprobs import OffsetCounter, TokenTexts
 from gptlab.server.prompts import chat_ids, chat_stop_token_ids
 from gptlab.server.protocol import (
@@ -39,7 +39,7 @@ def test_prompt_shapes():
 
 
 def test_bounds_and_extras():
-    req = CompletionRequest.model_validate({"prompt": "a", "best_of": 1, "unknown": {"x": 1}})
+    req = CompletionRequest.model_validate({"prompt": "a", "best_of": 1})
     assert req.n == 1 and req.stop_list == [] and not req.include_usage
     assert CompletionRequest(prompt="a", stop="x").stop_list == ["x"]
     req = CompletionRequest(prompt="a", stream=True, stream_options={"include_usage": True})
@@ -132,3 +132,80 @@ def test_sse_frames_stay_one_line_for_clients_that_split_on_unicode_line_breaks(
     frame = sse_data({"text": text}).decode()
     assert frame.endswith("\n\n") and len(frame[:-2].splitlines()) == 1
     assert json.loads(frame[len("data: "):])["text"] == text
+
+
+@pytest.mark.parametrize("text", ["plain", 'a "quoted" \\ back\nslash\t', "naïve 東京 🙂", "a\u2028b\x85c\x00d"])
+def test_text_frames_equal_the_models_frames(text):
+    from gptlab.server.protocol import ChatChunkChoice, ChatCompletionChunk, CompletionChoice, CompletionResponse
+    from gptlab.server.sse import TextFrames
+
+    def completion(t: str) -> CompletionResponse:
+        return CompletionResponse(id="cmpl-1", created=5, model="m/ckpt-2",
+                                  choices=[CompletionChoice(index=3, text=t, logprobs=None, finish_reason=None)])
+
+    def chat(t: str) -> ChatCompletionChunk:
+        return ChatCompletionChunk(id="chatcmpl-1", created=5, model="m",
+                                   choices=[ChatChunkChoice(index=0, delta=DeltaMessage(content=t))])
+
+    for make in (completion, chat):
+        fast = TextFrames(make(TextFrames.MARK)).frame(text)
+        assert json.loads(fast[6:]) == json.loads(sse_data(make(text))[6:])
+        assert fast.endswith(b"\n\n") and len(fast[:-2].decode().splitlines()) == 1
+
+
+def error_of(model, body: dict) -> dict:
+    with pytest.raises(ValidationError) as info:
+        model.model_validate(body)
+    return validation_error(info.value.errors()).body()["error"]
+
+
+@pytest.mark.parametrize("field, value, code", [
+    ("unknown", {"x": 1}, "unknown_parameter"),
+    ("stream", "yes", "invalid_value"),
+    ("max_tokens", "5", "invalid_value"),
+    ("n", True, "invalid_value"),
+    ("temperature", "0.5", "invalid_value"),
+    ("best_of", 2, "unsupported_parameter"),
+    ("response_format", {"type": "json_object"}, "unsupported_parameter"),
+    ("response_format", {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}, "unsupported_parameter"),
+    ("tools", [{"type": "function", "function": {"name": "f"}}], "unsupported_parameter"),
+    ("tool_choice", "auto", "unsupported_parameter"),
+    ("store", True, "unsupported_parameter"),
+    ("prompt", "a\ud800b", "invalid_unicode"),
+    ("stop", ["\udc00"], "invalid_unicode"),
+])
+def test_strict_requests_are_refused_naming_the_parameter(field, value, code):
+    error = error_of(CompletionRequest, {"prompt": "a", field: value})
+    assert error["param"] == field and error["code"] == code and error["type"] == "invalid_request_error"
+    if code == "invalid_unicode":
+        assert "lone surrogate" in error["message"]
+    if code == "unknown_parameter":
+        assert error["message"] == "Unknown parameter: 'unknown'."
+
+
+def test_what_stays_accepted():
+    """Fields the openai client may send, with values that change nothing, and vLLM's extras."""
+    req = CompletionRequest.model_validate({
+        "prompt": "a", "best_of": 1, "response_format": {"type": "text"}, "tools": [], "tool_choice": "none",
+        "parallel_tool_calls": False, "temperature": 1, "min_p": 0.1, "repetition_penalty": 1.2,
+        "min_tokens": 2, "stop_token_ids": [3], "ignore_eos": True, "include_stop_str_in_output": True,
+    })
+    assert req.temperature == 1.0 and req.min_p == 0.1 and req.stop_token_ids == [3]
+    # an assistant message as a response returns it can be sent back as it is
+    reply = {"role": "assistant", "content": "hi", "refusal": None, "tool_calls": None, "function_call": None,
+             "audio": None, "annotations": []}
+    assert ChatCompletionRequest.model_validate({"messages": [reply]}).messages[0].text == "hi"
+
+
+def test_chat_messages_are_strict():
+    for message in ({"role": "user", "content": None}, {"role": "user"}):
+        error = error_of(ChatCompletionRequest, {"messages": [message]})
+        assert error["param"] == "messages" and "content" in error["message"]
+    assert "not null" in error_of(ChatCompletionRequest, {"messages": [{"role": "user", "content": None}]})["message"]
+    error = error_of(ChatCompletionRequest, {"messages": [{"role": "user", "content": [{"type": "text",
+                                                                                         "text": "\ud83d"}]}]})
+    assert error["code"] == "invalid_unicode" and "U+D83D" in error["message"]
+    error = error_of(ChatCompletionRequest, {"messages": [{"role": "assistant", "content": "x",
+                                                           "tool_calls": [{"id": "1"}]}]})
+    assert error["param"] == "messages"
+    assert error_of(TokenizeRequest, {"prompt": "\udfff"})["code"] == "invalid_unicode"

@@ -34,6 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    words = list(sys.argv[1:] if argv is None else argv)
+    if next((w for w in words if not w.startswith("-")), None) == "serve":
+        from gptlab.cli.serve import prepare_process
+
+        prepare_process()  # before build_parser imports torch: OpenMP reads its settings once
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -26,7 +26,10 @@ class SamplingParams:
 
     The logits are adjusted in the order OpenAI documents: ``logit_bias`` (token id → added value),
     then ``frequency_penalty`` × (times the token was generated so far) and ``presence_penalty`` ×
-    (1 if it was generated at all) are subtracted; then temperature, top-k and top-p apply.
+    (1 if it was generated at all) are subtracted; then ``repetition_penalty`` (CTRL's, as in
+    transformers and vLLM: the logit of every token seen in the prompt or the output is divided by
+    it when positive, multiplied when negative); then temperature, top-k, top-p and ``min_p``
+    (keep the tokens at least ``min_p`` × as likely as the most likely one) apply.
 
     ``token_healing`` (on by default) backs up the prompt's last token(s) when a longer token
     could start there, and makes the first generated tokens spell them again (see
@@ -43,6 +46,8 @@ class SamplingParams:
     frequency_penalty: float = 0.0
     logit_bias: Mapping[int, float] | None = None
     token_healing: bool = True
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 0:
@@ -56,6 +61,10 @@ class SamplingParams:
         for name in ("presence_penalty", "frequency_penalty"):
             if not -2.0 <= getattr(self, name) <= 2.0:
                 raise GenerationError(f"{name} must be in [-2, 2], got {getattr(self, name)}")
+        if not 0.0 <= self.min_p <= 1.0:
+            raise GenerationError(f"min_p must be in [0, 1], got {self.min_p}")
+        if not self.repetition_penalty > 0:
+            raise GenerationError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
         for token, bias in (self.logit_bias or {}).items():
             if not -100.0 <= bias <= 100.0:
                 raise GenerationError(f"logit_bias for token {token} must be in [-100, 100], got {bias}")
@@ -83,6 +92,9 @@ def filter_logits(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
         drop_sorted = cumulative - sorted_logits.softmax(dim=-1) >= params.top_p
         drop = drop_sorted.scatter(-1, order, drop_sorted)
         logits = logits.masked_fill(drop, float("-inf"))
+    if params.min_p > 0:
+        probs = logits.softmax(dim=-1)
+        logits = logits.masked_fill(probs < params.min_p * probs.amax(dim=-1, keepdim=True), float("-inf"))
     return logits
 
 
@@ -90,46 +102,71 @@ class SequenceSampler:
     """The sampling state of one sequence: its parameters, random generator and token counts.
 
     Each sequence draws from its own generator (seeded by ``params.seed``, else at random), so a
-    seeded sequence gets the same tokens alone or in a batch with others. A ``constraint`` (token
-    healing) allows only the tokens that spell the prompt's backed-up text until it is spelled.
+    seeded sequence gets the same tokens alone or in a batch with others. ``prompt_ids`` are the
+    tokens the repetition penalty counts as seen before the first generated one. A ``constraint``
+    (token healing) allows only the tokens that spell the prompt's backed-up text until it is spelled.
     """
 
     def __init__(
         self, params: SamplingParams, vocab_size: int, device: torch.device | str = "cpu",
-        constraint: PrefixConstraint | None = None,
+        constraint: PrefixConstraint | None = None, prompt_ids: Sequence[int] = (),
     ) -> None:
         self.params = params
         self.constraint = constraint
         seed = params.seed if params.seed is not None else int(torch.randint(0, 2**62, ()).item())
         self.generator = torch.Generator(device=device).manual_seed(seed)
         self.counts = torch.zeros(vocab_size, device=device) if params.penalised else None
-        self.bias_ids = self.bias_values = None
+        self.seen = None
+        if params.repetition_penalty != 1.0:
+            self.seen = torch.zeros(vocab_size, dtype=torch.bool, device=device)
+            self.seen[torch.tensor(list(prompt_ids), dtype=torch.long, device=device)] = True
+        self.bias = None  # (V,) added to every step's logits: dense, so a batch adds all rows' at once
         if params.logit_bias:
             ids = list(params.logit_bias)
             if min(ids) < 0 or max(ids) >= vocab_size:
                 raise GenerationError(f"logit_bias names a token id outside the vocabulary of {vocab_size}")
-            self.bias_ids = torch.tensor(ids, device=device)
-            self.bias_values = torch.tensor(list(params.logit_bias.values()), device=device)
+            self.bias = torch.zeros(vocab_size, device=device)
+            values = torch.tensor([float(v) for v in params.logit_bias.values()], device=device)
+            self.bias[torch.tensor(ids, device=device)] = values
 
     @property
     def adjusts(self) -> bool:
         """Whether :meth:`adjust` changes anything for the next token."""
-        return (self.bias_ids is not None or self.counts is not None
-                or (self.constraint is not None and not self.constraint.done))
+        return self.bias is not None or self.penalised or self.constrained
 
     def adjust(self, logits: torch.Tensor) -> torch.Tensor:
         """One row's logits (V,) with logit_bias added and the presence/frequency penalties
-        (on the tokens generated so far) subtracted, in the order OpenAI documents; while token
-        healing constrains the next token, every token that does not fit is set to -inf
-        (probability exactly zero, whatever the temperature, top-k or top-p)."""
-        if self.constraint is not None and not self.constraint.done:
-            allowed = self.constraint.allowed(logits.size(-1), logits.device)
-            logits = logits.masked_fill(~allowed, float("-inf"))
-        if self.bias_ids is not None:
-            logits = logits.index_add(0, self.bias_ids, self.bias_values.to(logits.dtype))
+        (on the tokens generated so far) subtracted, in the order OpenAI documents, then the
+        repetition penalty; while token healing constrains the next token, every token that does
+        not fit is set to -inf (probability exactly zero, whatever the temperature, top-k or top-p)."""
+        if self.bias is not None:
+            logits = logits + self.bias.to(logits.dtype)
+        return self.constrain(self.penalise(logits))
+
+    @property
+    def penalised(self) -> bool:
+        return self.counts is not None or self.seen is not None
+
+    @property
+    def constrained(self) -> bool:
+        """Whether token healing still constrains the next token."""
+        return self.constraint is not None and not self.constraint.done
+
+    def constrain(self, logits: torch.Tensor) -> torch.Tensor:
+        """``logits`` with every token that token healing does not allow next set to -inf."""
+        if self.constraint is None or self.constraint.done:
+            return logits
+        allowed = self.constraint.allowed(logits.size(-1), logits.device)
+        return logits.masked_fill(~allowed, float("-inf"))
+
+    def penalise(self, logits: torch.Tensor) -> torch.Tensor:
+        """``adjust`` without the logit_bias: the penalties on the tokens seen so far."""
         if self.counts is not None:
             p = self.params
             logits = logits - p.frequency_penalty * self.counts - p.presence_penalty * (self.counts > 0).float()
+        if self.seen is not None:
+            penalty = self.params.repetition_penalty
+            logits = torch.where(self.seen, torch.where(logits > 0, logits / penalty, logits * penalty), logits)
         return logits
 
     def observe(self, token: int) -> None:
@@ -138,23 +175,30 @@ class SequenceSampler:
             self.counts[token] += 1
         if self.constraint is not None:
             self.constraint.observe(token)
+        if self.seen is not None:
+            self.seen[token] = True
 
 
 def sample_rows(logits: torch.Tensor, samplers: Sequence[SequenceSampler]) -> torch.Tensor:
     """The next token of each row of ``logits`` (B, V), row b sampled with ``samplers[b]``; (B,) int64.
 
     The work is batched across rows: logit_bias and penalties (rows that have them), temperature,
-    top-k and top-p (one sort, only when some row filters), then inverse-CDF sampling with one
+    top-k and top-p (one sort, only when some row filters), min_p, then inverse-CDF sampling with one
     uniform number per row drawn from that row's generator. Greedy rows (temperature 0) take the
     argmax of their adjusted logits.
     """
     logits = logits.float()
-    if any(s.adjusts for s in samplers):
-        logits = torch.stack([s.adjust(row) for s, row in zip(samplers, logits)])
+    V = logits.size(-1)
+    if any(s.bias is not None for s in samplers):
+        none = logits.new_zeros(V)
+        logits = logits + torch.stack([none if s.bias is None else s.bias for s in samplers])
+    if any(s.penalised for s in samplers):
+        logits = torch.stack([s.penalise(row) if s.penalised else row for s, row in zip(samplers, logits)])
+    if any(s.constrained for s in samplers):
+        logits = torch.stack([s.constrain(row) for s, row in zip(samplers, logits)])
     greedy = [s.params.temperature == 0 for s in samplers]
     if all(greedy):
         return logits.argmax(dim=-1)
-    V = logits.size(-1)
     device = logits.device
     temperature = torch.tensor([s.params.temperature or 1.0 for s in samplers], device=device)
     probs = (logits / temperature.unsqueeze(1)).softmax(dim=-1)  # (B, V)
@@ -167,6 +211,9 @@ def sample_rows(logits: torch.Tensor, samplers: Sequence[SequenceSampler]) -> to
         probs = probs / probs.sum(dim=-1, keepdim=True)
         # then, as filter_logits: a token goes when the tokens ranked above it already reach top_p
         probs = probs * ((probs.cumsum(dim=-1) - probs) < top_p.unsqueeze(1))
+    if any(s.params.min_p > 0 for s in samplers):  # last, as vLLM: a ratio to the best token left
+        min_p = torch.tensor([s.params.min_p for s in samplers], device=device)
+        probs = probs * (probs >= min_p.unsqueeze(1) * probs.amax(dim=-1, keepdim=True))
     cdf = probs.cumsum(dim=-1)  # (B, V)
     u = torch.cat([torch.rand(1, generator=s.generator, device=device) for s in samplers])  # (B,)
     index = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(1), right=True).clamp_(max=V - 1)
@@ -221,7 +268,7 @@ def generate_tokens(
     was_training = model.training
     model.eval()
     device = model.transformer.wte.weight.device
-    sampler = SequenceSampler(params, model.config.vocab_size, device, constraint)
+    sampler = SequenceSampler(params, model.config.vocab_size, device, constraint, prompt_ids=history)
     # a compiled step is built for one cache shape: give every generation the full context
     fits = len(history) + params.max_new_tokens <= block_size
     cache = model.new_cache(batch_size=1, max_len=len(history) + params.max_new_tokens
@@ -255,7 +302,8 @@ class TextStream:
 
     ``push(token)`` returns the text that became safe: a piece is held back while it could still
     become the start of a stop sequence, or while it ends in an incomplete UTF-8 character.
-    Once a stop sequence appears, ``stopped`` is True and the text before it is all that was shown.
+    Once a stop sequence appears, ``stopped`` is True and the text before it is all that was shown
+    (the text up to its end, with ``include_stop``).
     ``flush()`` returns whatever is still held back at the end. The server streams through this
     class too, so the CLI and the API cut text the same way.
 
@@ -268,9 +316,12 @@ class TextStream:
 
     MAX_PENDING = 8  # tokens; more than a UTF-8 character needs, so nothing valid waits longer
 
-    def __init__(self, tokenizer: Tokenizer, stop: Sequence[str] = (), skip: int = 0) -> None:
+    def __init__(
+        self, tokenizer: Tokenizer, stop: Sequence[str] = (), skip: int = 0, include_stop: bool = False
+    ) -> None:
         self.tokenizer = tokenizer
         self.stops = [s for s in stop if s]
+        self.include_stop = include_stop
         self.tokens: list[int] = []
         self.text = ""  # decoded text of the tokens before ``pending``
         self.pending: list[int] = []  # tokens whose text may still be an incomplete character
@@ -289,7 +340,7 @@ class TextStream:
         self.text += piece
         self.pending = []
         longest = max((len(s) for s in self.stops), default=0)
-        cut = _first_stop(self.text, self.stops, start=max(self.skip, self.shown - longest))
+        cut = self._stop_cut(start=max(self.skip, self.shown - longest))
         if cut is not None:
             self.stopped = True
             return self._show(cut)
@@ -302,11 +353,16 @@ class TextStream:
         if self.pending:
             self.text += self.tokenizer.decode(self.pending)
             self.pending = []
-            cut = _first_stop(self.text, self.stops, start=self.skip)
+            cut = self._stop_cut(start=self.skip)
             if cut is not None:
                 self.stopped = True
                 return self._show(cut)
         return self._show(len(self.text))
+
+    def _stop_cut(self, start: int) -> int | None:
+        """Where the shown text ends if a stop sequence begins in ``text[start:]``, else None."""
+        span = _first_stop(self.text, self.stops, start)
+        return None if span is None else span[1] if self.include_stop else span[0]
 
     def _show(self, upto: int) -> str:
         if upto <= self.shown:
@@ -360,9 +416,9 @@ def heal_prompt_if(
     return HealedPrompt(list(prompt_ids))
 
 
-def _first_stop(text: str, stops: Sequence[str], start: int) -> int | None:
-    """Index where the earliest stop sequence begins in ``text[start:]``, or None."""
-    hits = [i for i in (text.find(s, start) for s in stops) if i >= 0]
+def _first_stop(text: str, stops: Sequence[str], start: int) -> tuple[int, int] | None:
+    """(start, end) of the earliest stop sequence in ``text[start:]``, or None."""
+    hits = [(i, i + len(s)) for i, s in ((text.find(s, start), s) for s in stops) if i >= 0]
     return min(hits) if hits else None
 
 

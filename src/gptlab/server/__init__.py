@@ -10,7 +10,7 @@ one concern each:
 * :mod:`~gptlab.server.generation` — runs the ``n`` engine streams of one HTTP request;
 * :mod:`~gptlab.server.completions` / :mod:`~gptlab.server.chat_completions` — OpenAI response shapes;
 * :mod:`~gptlab.server.inspect_route` — ``POST /v1/inspect`` (attention, probabilities) on a copy of the model;
-* :mod:`~gptlab.server.app` — the FastAPI routes; errors, auth, limits, metrics, SSE beside it;
+* :mod:`~gptlab.server.app` — the FastAPI routes; errors, auth, limits, CORS, metrics, SSE beside it;
 * ``static/`` — the playground page, plain HTML/JS/CSS.
 
 Nothing here is imported by ``gptlab`` itself: FastAPI and friends are the ``server`` extra.

@@ -20,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from gptlab import __version__
 from gptlab.server.auth import APIKeyMiddleware
 from gptlab.server.chat_completions import ChatWriter
+from gptlab.server.cors import CORSMiddleware
 from gptlab.server.completions import CompletionWriter
 from gptlab.server.disconnect import ClientDisconnected, unless_disconnected
 from gptlab.server.errors import bad_request, install_error_handlers
@@ -63,7 +64,10 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 STREAM = {"content": {"text/event-stream": {}}, "description": "with stream: true, server-sent events"}
 DESCRIPTION = """An OpenAI-compatible API for a gptlab model: completions and chat completions
-(streaming with server-sent events, n, stop, seed, logprobs, echo, penalties, logit_bias),
+(streaming with server-sent events, n, stop, seed, logprobs, echo, penalties, logit_bias, and
+vLLM's min_p, repetition_penalty, min_tokens, stop_token_ids, ignore_eos and
+include_stop_str_in_output). Requests are strict: unknown fields, wrong JSON types, and OpenAI
+features not implemented here (tools, response_format other than text, best_of > 1) are a 400.
 tokenize/detokenize, health and Prometheus metrics. The playground is at `/`.
 
 `POST /v1/inspect` is a gptlab extension, not part of the OpenAI API: the attention maps and the
@@ -116,6 +120,11 @@ def create_app(
             return Health(status="ok")
         return JSONResponse(Health(status=state.status, detail=state.error).model_dump(), status_code=503)
 
+    @app.head("/health", include_in_schema=False)
+    async def health_head() -> Response:
+        """``GET /health``'s status, without a body (load balancers and uptime checks use HEAD)."""
+        return Response(status_code=200 if state.status == "ok" else 503)
+
     @app.get("/metrics", response_class=Response, tags=["server"],
              responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}})
     async def prometheus_metrics() -> Response:
@@ -155,7 +164,7 @@ def create_app(
         requests = engine_requests(
             body, [prompt], loaded, settings, requested_tokens=body.max_new_tokens,
             stop_token_ids=chat_stop_token_ids(loaded.tokenizer, loaded.chat_template),
-            logprobs=(body.top_logprobs or 0) if body.logprobs else None,
+            logprobs=(body.top_logprobs or 0) if body.logprobs else None, prompt_param="messages",
         )
         gen = Generation(loaded.engine, requests, metrics, len(prompt.ids))
         return await respond(request, gen, ChatWriter(body, loaded.texts, settings.model_name), body.stream)
@@ -209,11 +218,8 @@ def create_app(
     if settings.api_key:
         app.add_middleware(APIKeyMiddleware, api_key=settings.api_key)
     if settings.cors_origins:
-        from fastapi.middleware.cors import CORSMiddleware
-
-        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
-                           allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"])
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+        app.add_middleware(CORSMiddleware, origins=settings.cors_origins)
+    app.add_middleware(MetricsMiddleware, metrics=metrics, routes=lambda: app.routes)
     return app
 
 

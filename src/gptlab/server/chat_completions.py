@@ -24,7 +24,7 @@ from gptlab.server.protocol import (
     ChatMessageOut,
     DeltaMessage,
 )
-from gptlab.server.sse import DONE, sse_data
+from gptlab.server.sse import DONE, TextFrames, sse_data
 
 
 def new_id() -> str:
@@ -60,13 +60,18 @@ class ChatWriter:
                                             choices=choices, **extra))  # type: ignore[arg-type]
 
     async def stream(self, gen: Generation) -> AsyncIterator[bytes]:
+        frames = {c.index: TextFrames(ChatCompletionChunk(  # the common chunk, where only the text varies
+            id=self.id, created=self.created, model=self.model,
+            choices=[ChatChunkChoice(index=c.index, delta=DeltaMessage(content=TextFrames.MARK))])) for c in gen.choices}
         try:
             for c in gen.choices:
                 yield self._chunk([ChatChunkChoice(index=c.index, delta=DeltaMessage(role="assistant", content=""))])
             async for choice, event in gen.events():
                 shown = [] if event.token_id is None or choice.is_stop_token(event) else [event]
                 logprobs = chat_logprobs(self.texts, shown, self.top_k) if self.body.logprobs and shown else None
-                if event.text or logprobs is not None:
+                if event.text and logprobs is None:
+                    yield frames[choice.index].frame(event.text)
+                elif event.text or logprobs is not None:
                     yield self._chunk([ChatChunkChoice(index=choice.index, delta=DeltaMessage(content=event.text),
                                                        logprobs=logprobs)])
                 if event.finish_reason is not None:

@@ -22,7 +22,7 @@ from gptlab.server.protocol import (
     CompletionResponse,
     Usage,
 )
-from gptlab.server.sse import DONE, sse_data
+from gptlab.server.sse import DONE, TextFrames, sse_data
 
 
 def new_id() -> str:
@@ -47,6 +47,10 @@ class CompletionWriter:
         self.model = model
         self.id = new_id()
         self.created = int(time.time())
+
+    def _text_frames(self, index: int) -> TextFrames:
+        chunk = CompletionChoice(index=index, text=TextFrames.MARK, logprobs=None, finish_reason=None)
+        return TextFrames(CompletionResponse(id=self.id, created=self.created, model=self.model, choices=[chunk]))
 
     def prompt_of(self, choice: Choice) -> Prompt:
         return self.prompts[choice.index // self.body.n]
@@ -83,10 +87,15 @@ class CompletionWriter:
         chunk if asked; ``[DONE]``. An engine failure mid-stream is sent as an error frame."""
         offsets = {c.index: OffsetCounter(self.texts) for c in gen.choices}
         started: set[int] = set()
+        frames = {c.index: self._text_frames(c.index) for c in gen.choices}
         try:
             async for choice, event in gen.events():
                 echo = self.body.echo and choice.index not in started
                 started.add(choice.index)
+                if not echo and self.body.logprobs is None and event.finish_reason is None:
+                    if event.text:  # the common chunk: only its text varies
+                        yield frames[choice.index].frame(event.text)
+                    continue
                 text = (self.prompt_of(choice).text if echo else "") + event.text
                 shown = [] if event.token_id is None or choice.is_stop_token(event) else [event]
                 logprobs = None

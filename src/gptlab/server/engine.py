@@ -60,6 +60,8 @@ class GenerationRequest:
     params: SamplingParams
     stop: Sequence[str] = ()  # text is cut before the first one; finish_reason "stop"
     stop_token_ids: Sequence[int] = ()  # e.g. <|endoftext|>, <|im_end|>: finish_reason "stop", not shown
+    min_tokens: int = 0  # the stop tokens cannot be sampled before this many tokens
+    include_stop: bool = False  # show the stop string (or the stop token's text) that ended generation
     logprobs: int | None = None  # None: none; k >= 0: the chosen token's log-prob and the top k
     prompt_logprobs: bool = False  # log-prob of every prompt token (for echo with logprobs)
 
@@ -124,8 +126,9 @@ class _Sequence:
         healed = heal_prompt_if(tokenizer, request.prompt_ids, request.params,
                                 enabled=not request.prompt_logprobs)
         self.prompt_ids = healed.prompt_ids
-        self.text = TextStream(tokenizer, request.stop, skip=healed.backed_up)
-        self.sampler = SequenceSampler(request.params, vocab, device, healed.constraint())
+        self.text = TextStream(tokenizer, request.stop, skip=healed.backed_up, include_stop=request.include_stop)
+        self.sampler = SequenceSampler(request.params, vocab, device, healed.constraint(),
+                                       prompt_ids=healed.prompt_ids)
         self.generated = 0
         self.last_token = 0
 
@@ -160,9 +163,12 @@ class Engine:
                 f"prompt ({n_prompt} tokens) + max_tokens ({request.params.max_new_tokens}) "
                 f"exceeds the context length of {self.block_size}"
             )
+        if request.min_tokens > request.params.max_new_tokens:
+            raise GenerationError(f"min_tokens ({request.min_tokens}) must not exceed max_tokens "
+                                  f"({request.params.max_new_tokens})")
         vocab = self.model.config.vocab_size
-        if any(not 0 <= t < vocab for t in request.prompt_ids):
-            raise GenerationError(f"prompt token ids must be in [0, {vocab})")
+        if any(not 0 <= t < vocab for t in (*request.prompt_ids, *request.stop_token_ids)):
+            raise GenerationError(f"prompt and stop token ids must be in [0, {vocab})")
         stream = RequestStream(asyncio.get_running_loop())
         stream.prompt_tokens = n_prompt
         seq = _Sequence(request, stream, self.tokenizer, vocab, self.device)  # checks logit_bias
@@ -277,7 +283,14 @@ class Engine:
         """Sample the next token of ``rows`` from their ``logits`` (len(rows), V) in one batch, send
         the events, and retire the rows that are done or cancelled."""
         seqs = [self._running[row] for row in rows]
-        tokens = sample_rows(logits, [s.sampler for s in seqs]).tolist()
+        early = [(i, s.request.stop_token_ids) for i, s in enumerate(seqs)
+                 if s.generated < s.request.min_tokens and s.request.stop_token_ids]
+        sampled_from = logits
+        if early:  # min_tokens: no stop token yet (logprobs still report the model's own distribution)
+            sampled_from = logits.clone()
+            for i, stop_ids in early:
+                sampled_from[i, list(stop_ids)] = float("-inf")
+        tokens = sample_rows(sampled_from, [s.sampler for s in seqs]).tolist()
         want = [i for i, s in enumerate(seqs) if s.request.logprobs is not None]
         logprobs: dict[int, tuple[float, list[tuple[int, float]]]] = {}
         if want:
@@ -300,7 +313,8 @@ class Engine:
         seq.stream.completion_tokens = seq.generated
         seq.sampler.observe(token_id)
         if token_id in req.stop_token_ids:
-            event = TokenEvent(token_id, seq.text.flush(), logprob, top, finish_reason="stop")
+            text = seq.text.push(token_id) if req.include_stop else ""
+            event = TokenEvent(token_id, text + seq.text.flush(), logprob, top, finish_reason="stop")
         else:
             text = seq.text.push(token_id)
             finish = None

@@ -69,17 +69,44 @@ def _param_path(loc: Any) -> list[str]:
     return [str(p) for p in loc if p != "body" and not (isinstance(p, str) and ("[" in p or p in _TYPE_TAGS))]
 
 
-def validation_message(errors: list[Any]) -> tuple[str, str | None]:
-    """A one-line message and the offending parameter from pydantic's error list.
+# OpenAI parameters this server does not implement: refused by name, not as "unknown"
+NOT_IMPLEMENTED = frozenset({
+    "audio", "modalities", "prediction", "reasoning_effort", "web_search_options", "functions",
+    "function_call", "store", "metadata", "service_tier", "verbosity", "prompt_cache_key",
+    "safety_identifier",
+})
+# pydantic error types that are not "invalid_value" in OpenAI's terms
+ERROR_CODES = {"extra_forbidden": "unknown_parameter", "unsupported_parameter": "unsupported_parameter",
+               "invalid_unicode": "invalid_unicode"}
 
-    Among the errors of a union (``stop`` is a string or a list...) the one that is not a type
-    mismatch is the informative one: "List should have at most 4 items", not "should be a string".
-    """
+
+def _informative(errors: list[Any]) -> Any:
+    """Among the errors of a union (``stop`` is a string or a list...) the one that is not a type
+    mismatch is the informative one: "List should have at most 4 items", not "should be a string"."""
+    return next((e for e in errors if not str(e.get("type", "")).endswith("_type")), errors[0])
+
+
+def validation_error(errors: list[Any]) -> APIError:
+    """The 400 for pydantic's error list: a one-line message, the parameter, and a code."""
+    message, param = validation_message(errors)
+    first = _informative(errors) if errors else {}
+    kind = first.get("type")
+    if kind == "extra_forbidden" and param in NOT_IMPLEMENTED and len(_param_path(first["loc"])) == 1:
+        kind = "unsupported_parameter"
+    return APIError(400, message, param=param, code=ERROR_CODES.get(str(kind), "invalid_value"))
+
+
+def validation_message(errors: list[Any]) -> tuple[str, str | None]:
+    """A one-line message and the offending parameter from pydantic's error list."""
     if not errors:
         return "invalid request", None
-    first = next((e for e in errors if not str(e.get("type", "")).endswith("_type")), errors[0])
+    first = _informative(errors)
     loc = _param_path(first.get("loc", ()))
     kind = first.get("type")
+    if kind == "extra_forbidden" and len(loc) == 1 and loc[0] in NOT_IMPLEMENTED:
+        return f"{loc[0]} is not supported by this server", loc[0]
+    if kind == "extra_forbidden":
+        return f"Unknown parameter: '{'.'.join(loc)}'.", (loc[0] if loc else None)
     if kind == "json_invalid":
         return f"the request body is not valid JSON: {first.get('ctx', {}).get('error', first.get('msg'))}", None
     if not loc and kind == "missing":
@@ -108,8 +135,7 @@ async def _api_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    message, param = validation_message(list(exc.errors()))
-    return APIError(400, message, param=param, code="invalid_value").response()
+    return validation_error(list(exc.errors())).response()
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:

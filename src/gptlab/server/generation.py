@@ -36,6 +36,7 @@ class Choice:
     events: list[TokenEvent] = field(default_factory=list)
     finish_reason: str | None = None
     last_time: float | None = None
+    aborted: bool = False  # cancelled before it finished (the client left)
 
     @property
     def token_events(self) -> list[TokenEvent]:
@@ -43,7 +44,8 @@ class Choice:
         return [e for e in self.events if e.token_id is not None and not self.is_stop_token(e)]
 
     def is_stop_token(self, event: TokenEvent) -> bool:
-        return event.finish_reason == "stop" and event.token_id in self.request.stop_token_ids
+        return (event.finish_reason == "stop" and event.token_id in self.request.stop_token_ids
+                and not self.request.include_stop)
 
 
 class Generation:
@@ -56,6 +58,7 @@ class Generation:
         self.prompt_tokens = prompt_tokens  # counted once per prompt: its n choices share it
         self.started = time.perf_counter()
         self.choices: list[Choice] = []
+        self._submitted = False
         try:
             for i, request in enumerate(requests):
                 self.choices.append(Choice(i, request, engine.submit(request)))
@@ -67,6 +70,7 @@ class Generation:
             self.close()
             raise
         metrics.prompt_tokens.inc(sum(len(r.prompt_ids) for r in requests))
+        self._submitted = True
         self._first_token_seen = False
 
     @property
@@ -127,8 +131,13 @@ class Generation:
             self.metrics.generation_tokens.inc(choice.stream.completion_tokens)
 
     def close(self) -> None:
-        """Cancel every stream that has not finished (idempotent)."""
+        """Cancel every stream that has not finished (idempotent). Once all were submitted, each
+        cancelled one counts as finish_reason "abort", with the tokens it had generated."""
         for choice in self.choices:
-            if choice.finish_reason is None:
+            if choice.finish_reason is None and not choice.aborted:
                 choice.stream.cancel()
+                choice.aborted = True
+                if self._submitted:
+                    self.metrics.finished.labels("abort").inc()
+                    self.metrics.generation_tokens.inc(choice.stream.completion_tokens)
 

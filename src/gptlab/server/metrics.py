@@ -1,19 +1,23 @@
 """Prometheus metrics, in a registry of the server's own (never the process-global one).
 
 ``/metrics`` serves the text format. HTTP requests are counted and timed by a pure ASGI
-middleware, labelled by route template (``/v1/models/{model_id}``; unrouted paths are "other", so
-random 404 paths cannot blow up the label space); generation records prompt and generated tokens, time to first token and the latency
-between tokens; the engine's running and waiting requests are read at scrape time.
+middleware, labelled by route template (``/v1/models/{model_id}``), also when a middleware answered
+before routing (a 401 or 413 on ``/v1/completions`` counts there); unrouted paths are "other", so
+random 404 paths cannot blow up the label space. Generation records prompt and generated tokens,
+sequences by finish reason ("abort" for a client that left: its tokens so far are counted too),
+time to first token and the latency between tokens; the engine's running and waiting requests are
+read at scrape time.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -70,9 +74,20 @@ class ServerMetrics:
 class MetricsMiddleware:
     """Count and time every HTTP request by the template of the route that served it."""
 
-    def __init__(self, app: ASGIApp, metrics: ServerMetrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: ServerMetrics,
+                 routes: Callable[[], Sequence[BaseRoute]] | None = None) -> None:
         self.app = app
         self.metrics = metrics
+        self.routes = routes  # the app's routes, to label requests answered before routing
+
+    def route_label(self, scope: Scope) -> str:
+        """The template of the route that served (or would have served) the request, else "other"."""
+        route = scope.get("route")  # set by the router
+        if route is None and self.routes is not None:
+            matches = [r for r in self.routes() if r.matches(scope)[0] is not Match.NONE]
+            full = [r for r in matches if r.matches(scope)[0] is Match.FULL]
+            route = (full or matches or [None])[0]
+        return getattr(route, "path", None) or "other"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -90,6 +105,6 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_and_watch)
         finally:
-            route = getattr(scope.get("route"), "path", None) or "other"  # set by the router
+            route = self.route_label(scope)
             self.metrics.http_requests.labels(route, scope.get("method", ""), str(status)).inc()
             self.metrics.http_latency.labels(route).observe(time.perf_counter() - start)

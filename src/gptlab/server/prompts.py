@@ -133,26 +133,30 @@ def chat_stop_token_ids(tokenizer: Tokenizer, chat_template: Any = None) -> list
     return [special[IM_END], tokenizer.eot_id] if IM_END in special else [tokenizer.eot_id]
 
 
-def _too_long(prompt_tokens: int, context: int, requested: int | None = None) -> APIError:
-    if requested is None:
+def _too_long(prompt_tokens: int, context: int, requested: int | None = None,
+              prompt_param: str = "prompt") -> APIError:
+    """The 400 for a request that does not fit: it names the prompt (``messages`` for a chat) when
+    the prompt alone leaves no room, and ``max_tokens`` when only the two together do not fit."""
+    if requested is None or prompt_tokens >= context:
         message = (f"This model's maximum context length is {context} tokens, but the prompt is "
                    f"{prompt_tokens} tokens: no room is left to generate. Shorten the prompt.")
-        return bad_request(message, param="prompt", code="context_length_exceeded")
+        return bad_request(message, param=prompt_param, code="context_length_exceeded")
     message = (f"This model's maximum context length is {context} tokens. However, you requested "
                f"{prompt_tokens + requested} tokens ({prompt_tokens} in the prompt, {requested} for the "
                f"completion). Please reduce the prompt or max_tokens.")
     return bad_request(message, param="max_tokens", code="context_length_exceeded")
 
 
-def max_new_tokens(prompt: Prompt, requested: int | None, loaded: LoadedModel) -> int:
+def max_new_tokens(prompt: Prompt, requested: int | None, loaded: LoadedModel,
+                   prompt_param: str = "prompt") -> int:
     """``requested``, or what is left of the context when it is None; 400 when it does not fit."""
     context, used = loaded.context_length, len(prompt.ids)
     if requested is None:
         if used >= context:
-            raise _too_long(used, context)
+            raise _too_long(used, context, prompt_param=prompt_param)
         return context - used
     if used + requested > context:
-        raise _too_long(used, context, requested)
+        raise _too_long(used, context, requested, prompt_param)
     return requested
 
 
@@ -183,9 +187,13 @@ def engine_requests(
     stop_token_ids: Sequence[int],
     logprobs: int | None,
     prompt_logprobs: bool = False,
+    prompt_param: str = "prompt",
 ) -> list[GenerationRequest]:
     """``n`` engine requests per prompt, in choice order; with a seed, choice ``i`` uses ``seed + i``
-    (counted within its prompt, so a prompt gets the same samples alone or in a batch)."""
+    (counted within its prompt, so a prompt gets the same samples alone or in a batch).
+
+    ``stop_token_ids`` are the route's end-of-sequence tokens: ``ignore_eos`` drops them, and the
+    request's own ``stop_token_ids`` are added."""
     if len(prompts) * body.n > settings.max_choices:
         raise bad_request(
             f"{len(prompts)} prompt(s) × n={body.n} is more than the {settings.max_choices} completions "
@@ -193,10 +201,17 @@ def engine_requests(
         )
     bias = logit_bias(body, loaded)
     stops = [s for s in body.stop_list if s]
+    stop_ids = [] if body.ignore_eos else list(stop_token_ids)
+    if body.stop_token_ids:
+        _check_ids(body.stop_token_ids, loaded, "stop_token_ids")
+        stop_ids += [t for t in body.stop_token_ids if t not in stop_ids]
     top_k = body.top_k if body.top_k is not None and body.top_k > 0 else None
     requests = []
     for prompt in prompts:
-        new_tokens = max_new_tokens(prompt, requested_tokens, loaded)
+        new_tokens = max_new_tokens(prompt, requested_tokens, loaded, prompt_param)
+        if body.min_tokens > new_tokens:
+            raise bad_request(f"min_tokens ({body.min_tokens}) is more than the {new_tokens} tokens this "
+                              "request may generate", param="min_tokens")
         for i in range(body.n):
             try:
                 params = SamplingParams(
@@ -205,13 +220,14 @@ def engine_requests(
                     top_k=top_k, top_p=body.top_p,
                     seed=None if body.seed is None else body.seed + i,
                     presence_penalty=body.presence_penalty, frequency_penalty=body.frequency_penalty,
-                    logit_bias=bias,
-                    token_healing=False,  # off on the server unless a request asks for it
+                    logit_bias=bias, min_p=body.min_p, repetition_penalty=body.repetition_penalty,
+                    token_healing=body.token_healing,  # off on the server unless a request asks for it
                 )
             except GenerationError as exc:
                 raise bad_request(str(exc)) from None
             requests.append(GenerationRequest(
-                prompt_ids=prompt.ids, params=params, stop=stops, stop_token_ids=list(stop_token_ids),
-                logprobs=logprobs, prompt_logprobs=prompt_logprobs,
+                prompt_ids=prompt.ids, params=params, stop=stops, stop_token_ids=stop_ids,
+                logprobs=logprobs, prompt_logprobs=prompt_logprobs, min_tokens=body.min_tokens,
+                include_stop=body.include_stop_str_in_output,
             ))
     return requests

@@ -3,8 +3,13 @@
 Requests carry their bounds (temperature 0..2, up to 4 stop strings, logprobs 0..5, ...), so an
 invalid request is rejected with a 400 before anything reaches the model. Checks that need the
 model (context length, vocabulary range, prompt limits) live in :mod:`gptlab.server.prompts`.
-Unknown request fields are ignored, as OpenAI-compatible servers do; responses carry exactly the
-fields OpenAI's do (``id``, ``object``, ``created``, ``model``, ``choices``, ``usage``).
+Requests are strict, as OpenAI's API is: an unknown field, a value of the wrong JSON type
+(``"stream": "yes"``, ``"max_tokens": "5"``), a text with a lone surrogate, and the OpenAI features
+this server does not implement (``response_format`` other than text, ``tools``, ``best_of > 1``)
+are a 400 that names the parameter. vLLM's common sampling extras are accepted (``min_p``,
+``repetition_penalty``, ``min_tokens``, ``stop_token_ids``, ``ignore_eos``,
+``include_stop_str_in_output``). Responses carry exactly the fields OpenAI's do (``id``,
+``object``, ``created``, ``model``, ``choices``, ``usage``).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -19,6 +25,7 @@ from pydantic import (
     model_serializer,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 MAX_STOP = 4  # stop strings per request, as OpenAI
 MAX_PROMPTS = 64  # prompts in one completions request
@@ -26,23 +33,61 @@ MAX_COMPLETION_LOGPROBS = 5
 MAX_CHAT_TOP_LOGPROBS = 20
 MAX_LOGIT_BIAS = 300  # entries, as OpenAI
 MAX_INSPECT_TOP_K = 20  # alternatives per position in /v1/inspect
+MAX_STOP_TOKEN_IDS = 64
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
+
+
+def unsupported(message: str) -> PydanticCustomError:
+    """A validation error for an OpenAI feature this server does not implement (a 400 naming it)."""
+    return PydanticCustomError("unsupported_parameter", message)
+
+
+def _valid_unicode(text: str) -> str:
+    """Refuse a lone UTF-16 surrogate (JSON lets ``"\\ud800"`` through; UTF-8 cannot encode it)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise PydanticCustomError(
+            "invalid_unicode",
+            "contains a lone surrogate ({char} at character {index}), which is not valid Unicode: "
+            "send each character whole (a surrogate pair in JSON \\u escapes is fine)",
+            {"char": f"U+{ord(text[exc.start]):04X}", "index": exc.start},
+        ) from None
+    return text
+
+
+Text = Annotated[str, AfterValidator(_valid_unicode)]
 TokenId = Annotated[int, Field(ge=0, le=2**31 - 1)]
 TokenIds = Annotated[list[TokenId], Field(min_length=1)]
-StopStrings = Annotated[list[Annotated[str, Field(max_length=256)]], Field(max_length=MAX_STOP)]
-FinishReason = Literal["stop", "length"]
+StopStrings = Annotated[list[Annotated[Text, Field(max_length=256)]], Field(max_length=MAX_STOP)]
+FinishReason = Literal["stop", "length"]  # "abort" (a client gone) shows only in /metrics
 InspectView = Literal["attention", "probabilities"]
 
 
 class Request(BaseModel):
-    """Base of request bodies: unknown fields ignored, no NaN or infinity anywhere."""
+    """Base of request bodies: strict JSON types, no unknown fields, no NaN or infinity anywhere."""
 
-    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class StreamOptions(Request):
     include_usage: bool = False
+
+
+class ResponseFormat(Request):
+    """``response_format``: only ``{"type": "text"}``; JSON mode and JSON schemas are refused (400)."""
+
+    model_config = ConfigDict(extra="allow")  # json_schema's own fields; refused with the type anyway
+    type: Literal["text", "json_object", "json_schema"]
+
+    @field_validator("type")
+    @classmethod
+    def _text_only(cls, kind: str) -> str:
+        if kind != "text":
+            raise unsupported(f"response_format type {kind!r} is not supported by this server: only 'text' "
+                              "(constrained JSON decoding is not implemented)")
+        return kind
 
 
 class SamplingRequest(Request):
@@ -53,7 +98,7 @@ class SamplingRequest(Request):
     top_p: float | None = Field(None, gt=0, le=1, description="nucleus sampling; default 1 (off)")
     top_k: int | None = Field(None, ge=-1, description="keep the k most likely tokens; -1 or 0: off")
     n: int = Field(1, ge=1, le=128, description="completions to generate for each prompt")
-    stop: str | StopStrings | None = Field(None, description="up to 4 strings that end generation")
+    stop: Text | StopStrings | None = Field(None, description="up to 4 strings that end generation")
     seed: int | None = Field(None, ge=INT64_MIN, le=INT64_MAX, description="choice i uses seed + i")
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -64,6 +109,39 @@ class SamplingRequest(Request):
         | None
     ) = Field(None, description="token id (as a string) → bias added to its logit, -100..100")
     user: str | None = Field(None, max_length=256, description="an end-user id; accepted, not used")
+    # vLLM's sampling extras
+    min_p: float = Field(0.0, ge=0, le=1, description="drop tokens less likely than min_p × the most likely one")
+    repetition_penalty: float = Field(
+        1.0, gt=0, le=10, description="CTRL's penalty on every token of the prompt and the output: a "
+        "positive logit is divided by it, a negative one multiplied; 1 is off")
+    min_tokens: int = Field(0, ge=0, description="no end-of-text or stop token before this many tokens")
+    stop_token_ids: Annotated[list[TokenId], Field(max_length=MAX_STOP_TOKEN_IDS)] | None = Field(
+        None, description="more token ids that end generation (finish_reason stop)")
+    ignore_eos: bool = Field(False, description="do not stop at the end-of-text (or end-of-turn) token")
+    include_stop_str_in_output: bool = Field(
+        False, description="keep the stop string (or stop token's text) that ended generation in the text")
+    response_format: ResponseFormat | None = Field(None, description='only {"type": "text"} is supported')
+    tools: list[dict[str, Any]] | None = Field(None, description="not supported: must be absent, null or []")
+    tool_choice: str | dict[str, Any] | None = Field(None, description='not supported: absent, null or "none"')
+    parallel_tool_calls: bool | None = Field(None, description="accepted (no tools are ever called)")
+    # gptlab's extra
+    token_healing: bool = Field(
+        False, description="back up the prompt's last token(s) when a longer token could start there, and "
+        "make the first new tokens spell them again (gptlab's token healing; off unless asked)")
+
+    @field_validator("tools")
+    @classmethod
+    def _no_tools(cls, tools: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+        if tools:
+            raise unsupported("tools (function calling) are not supported by this server")
+        return tools
+
+    @field_validator("tool_choice")
+    @classmethod
+    def _no_tool_choice(cls, choice: str | dict[str, Any] | None) -> str | dict[str, Any] | None:
+        if choice not in (None, "none"):
+            raise unsupported('tool_choice must be "none" (or absent): this server does not call tools')
+        return choice
 
     @property
     def stop_list(self) -> list[str]:
@@ -80,8 +158,8 @@ class CompletionRequest(SamplingRequest):
     """``POST /v1/completions``: continue one or more prompts (text or token ids)."""
 
     prompt: (
-        Annotated[str, Field()]
-        | Annotated[list[str], Field(min_length=1, max_length=MAX_PROMPTS)]
+        Text
+        | Annotated[list[Text], Field(min_length=1, max_length=MAX_PROMPTS)]
         | TokenIds
         | Annotated[list[TokenIds], Field(min_length=1, max_length=MAX_PROMPTS)]
     ) = Field(description="a string, a list of strings, a list of token ids, or a list of those")
@@ -93,22 +171,48 @@ class CompletionRequest(SamplingRequest):
     )
     echo: bool = Field(False, description="prepend the prompt to the returned text")
     suffix: str | None = Field(None, description="not supported: must be absent or null")
+    best_of: int | None = Field(None, ge=1, description="only 1 is supported")
+
+    @field_validator("best_of")
+    @classmethod
+    def _best_of_one(cls, best_of: int | None) -> int | None:
+        if best_of is not None and best_of > 1:
+            raise unsupported("best_of > 1 is not supported by this server: use n and pick with logprobs")
+        return best_of
+
+    @property
+    def max_new_tokens(self) -> int | None:
+        return self.max_tokens
 
 
 class TextContentPart(Request):
     type: Literal["text"]
-    text: str
+    text: Text
 
 
 class ChatMessageIn(Request):
+    """A message of the conversation. ``content`` is required and not null (no tool calls here);
+    the fields an assistant message from a response carries (``refusal``, ``tool_calls``, ...) are
+    accepted when null, so a response's message can be sent back as it is."""
+
     role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextContentPart] | None = None
+    content: Text | list[TextContentPart]
     name: str | None = Field(None, max_length=256)
+    refusal: str | None = None
+    tool_calls: Annotated[list[Any], Field(max_length=0)] | None = None
+    function_call: None = None
+    audio: None = None
+    annotations: list[Any] | None = None
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _content_given(cls, content: Any) -> Any:
+        if content is None:
+            raise PydanticCustomError("content_null", "must be a string or a list of text parts, not null")
+        return content
 
     @property
     def text(self) -> str:
-        if self.content is None:
-            return ""
         if isinstance(self.content, str):
             return self.content
         return "".join(part.text for part in self.content)
@@ -145,7 +249,7 @@ class TokenizeRequest(Request):
     """``POST /tokenize``: the token ids of a prompt, or of chat messages rendered as the server does."""
 
     model: str | None = None
-    prompt: str | None = None
+    prompt: Text | None = None
     messages: Annotated[list[ChatMessageIn], Field(min_length=1, max_length=1024)] | None = None
     add_special_tokens: bool = Field(
         True, description="read special-token strings in the prompt as special tokens"
@@ -168,8 +272,8 @@ class InspectRequest(Request):
     one text: the attention of every layer and head, and the probability of every token."""
 
     model: str | None = Field(None, description="the served model's id (see /v1/models); default: it")
-    text: str | None = Field(None, min_length=1, description="the text to look at (at most the context)")
-    prompt: str | None = Field(None, min_length=1, description="another name for text: give one of the two")
+    text: Text | None = Field(None, min_length=1, description="the text to look at (at most the context)")
+    prompt: Text | None = Field(None, min_length=1, description="another name for text: give one of the two")
     views: Annotated[list[InspectView], Field(min_length=1, max_length=2)] = Field(
         ["attention", "probabilities"], description="what to compute; default: both"
     )

@@ -30,6 +30,25 @@ def sse_data(payload: BaseModel | dict[str, Any]) -> bytes:
     return b"data: " + text.translate(_LINE_BREAKS).encode("utf-8") + b"\n\n"
 
 
+class TextFrames:
+    """SSE frames of a response object in which only one string varies: the per-token chunks of a
+    stream. ``template`` holds :attr:`MARK` where the text goes; each frame then costs one
+    ``json.dumps`` of the text instead of building and serializing pydantic models (a few times
+    faster, and it runs for every token of every stream). The frames equal ``sse_data``'s."""
+
+    MARK = "\x00gptlab-text\x00"
+
+    def __init__(self, template: BaseModel) -> None:
+        head, mark, tail = template.model_dump_json().translate(_LINE_BREAKS).partition(json.dumps(self.MARK))
+        if not mark:
+            raise ValueError("the template does not contain TextFrames.MARK")
+        self.head = b"data: " + head.encode("utf-8")
+        self.tail = tail.encode("utf-8") + b"\n\n"
+
+    def frame(self, text: str) -> bytes:
+        return self.head + json.dumps(text, ensure_ascii=False).translate(_LINE_BREAKS).encode("utf-8") + self.tail
+
+
 class EventStreamResponse(StreamingResponse):
     """A ``text/event-stream`` response whose ``on_close`` always runs at the end."""
 
