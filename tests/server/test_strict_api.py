@@ -128,9 +128,21 @@ def test_repetition_penalty_matches_the_library_sampler(client, ckpt):
     prompt = "    def "
     text, _, _ = greedy(client, prompt, 30, repetition_penalty=1.8)
     expected = "".join(generate_text(ckpt.model, ckpt.tokenizer, prompt,
-                                     SamplingParams(max_new_tokens=30, temperature=0, repetition_penalty=1.8)))
+                                     SamplingParams(max_new_tokens=30, temperature=0, repetition_penalty=1.8,
+                                                    token_healing=False)))  # the server's default
     assert text == expected
     assert text != greedy(client, prompt, 30)[0]
+
+
+def test_token_healing_is_opt_in_and_matches_the_library(client, http, ckpt):
+    prompt = "    def "  # ends in a space, which a byte-level BPE rarely ends a token with
+    for healing in (False, True):
+        text, _, _ = greedy(client, prompt, 20, token_healing=healing)
+        expected = "".join(generate_text(ckpt.model, ckpt.tokenizer, prompt,
+                                         SamplingParams(max_new_tokens=20, temperature=0, token_healing=healing)))
+        assert text == expected
+    assert greedy(client, prompt, 20)[0] == greedy(client, prompt, 20, token_healing=False)[0]
+    assert refused(http.post("/v1/completions", json={"prompt": "a", "token_healing": "yes"}))["param"] == "token_healing"
 
 
 def eot_of(http) -> int:
