@@ -40,7 +40,7 @@ def with_sgd(trainer):
 
 
 def test_lr_schedule_warms_up_then_decays_to_min():
-    cfg = TrainConfig(max_steps=100, warmup_steps=10, learning_rate=1.0, min_lr=0.1)
+    cfg = TrainConfig(max_steps=100, warmup_steps=10, learning_rate=1.0, min_lr=0.1, decay="cosine", cooldown_fraction=1.0)
     assert lr_at(0, cfg) == pytest.approx(0.1)
     assert lr_at(9, cfg) == pytest.approx(1.0)
     assert lr_at(10, cfg) == pytest.approx(1.0)

@@ -34,16 +34,16 @@ class TrainConfig:
     dropout: float | None = None
     model: dict[str, Any] = dataclasses.field(default_factory=dict)  # more GPTConfig fields, e.g. {"mlp": "relu2"}
     # optimisation
-    batch_size: int = 32
+    batch_size: int = 16
     grad_accum: int = 1
-    max_steps: int = 500
+    max_steps: int = 1000
     max_time: float | None = None  # seconds; stop (and save) when exceeded
     optimizer: str = "muon"  # "muon": Muon for the blocks' weight matrices, AdamW for the rest; or "adamw"
     learning_rate: float = 6e-3
-    min_lr: float = 2e-4
-    warmup_steps: int = 50
-    decay: str = "cosine"  # shape of the decay to min_lr: "cosine" or "linear"
-    cooldown_fraction: float = 1.0  # share of the post-warmup steps spent decaying (< 1: hold the peak first)
+    min_lr: float = 0.0
+    warmup_steps: int = 100
+    decay: str = "linear"  # shape of the decay to min_lr: "linear" or "cosine"
+    cooldown_fraction: float = 0.5  # share of the post-warmup steps spent decaying (< 1: hold the peak first)
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.99
