@@ -43,6 +43,7 @@ import torch
 
 from gptlab.data.chat import IM_END, IM_START, chat_segments
 from gptlab.errors import ConfigError, DataError
+from gptlab.fileio import json_lines
 from gptlab.model.gpt import IGNORE_INDEX
 from gptlab.data.tokenizer import Tokenizer
 
@@ -168,13 +169,7 @@ def read_records(path: str | Path) -> Iterator[tuple[int, Any]]:
     if text.lstrip().startswith("["):
         yield from _array_elements(text, path)
         return
-    for number, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            yield number, json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+    yield from json_lines(text.split("\n"), path)
 
 
 def _array_elements(text: str, path: Path) -> Iterator[tuple[int, Any]]:
