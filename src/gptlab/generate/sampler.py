@@ -129,11 +129,6 @@ class SequenceSampler:
             values = torch.tensor([float(v) for v in params.logit_bias.values()], device=device)
             self.bias[torch.tensor(ids, device=device)] = values
 
-    @property
-    def adjusts(self) -> bool:
-        """Whether :meth:`adjust` changes anything for the next token."""
-        return self.bias is not None or self.penalised or self.constrained
-
     def adjust(self, logits: torch.Tensor) -> torch.Tensor:
         """One row's logits (V,) with logit_bias added and the presence/frequency penalties
         (on the tokens generated so far) subtracted, in the order OpenAI documents, then the
@@ -154,8 +149,9 @@ class SequenceSampler:
 
     def constrain(self, logits: torch.Tensor) -> torch.Tensor:
         """``logits`` with every token that token healing does not allow next set to -inf."""
-        if self.constraint is None or self.constraint.done:
+        if not self.constrained:
             return logits
+        assert self.constraint is not None
         allowed = self.constraint.allowed(logits.size(-1), logits.device)
         return logits.masked_fill(~allowed, float("-inf"))
 
