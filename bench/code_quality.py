@@ -76,6 +76,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("run", help="run directory written by `gptlab train` (or one of its ckpt-* folders)")
     p.add_argument("--max-eval-bytes", type=int, default=400_000,
                    help="held-out bytes to score (the default covers the default corpus's whole val split)")
+    p.add_argument("--held-out", default=None, metavar="DATA_DIR",
+                   help="score the val split of this prepared data directory instead of the run's own "
+                        "(to compare runs trained on different corpora on the same text)")
     p.add_argument("--samples", type=int, default=100, help="sampled functions at --temperature")
     p.add_argument("--max-new-tokens", type=int, default=256,
                    help="new tokens per sample (past the context the sampler slides its window)")
@@ -418,7 +421,12 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     load_s = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    documents, where = heldout_documents(run_dir, train_config)
+    if args.held_out is not None:
+        if not is_prepared(args.held_out):
+            raise GptlabError(f"{args.held_out}: not a prepared data directory (no complete manifest)")
+        documents, where = _shard_documents(PreparedData.open(args.held_out)), f"{args.held_out}/val.bin"
+    else:
+        documents, where = heldout_documents(run_dir, train_config)
     texts = take_bytes(documents, args.max_eval_bytes)
     if not texts:
         raise GptlabError(f"{where}: no held-out text")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+
 import json
 import logging
 import sys
@@ -68,10 +70,24 @@ def test_default_corpus_files() -> None:
     assert sum(sizes) >= 200_000 > sum(sizes[:-1])
 
 
-def test_default_corpus_documents() -> None:
+def test_default_corpus_documents_are_the_stdlibs_functions_each_parsing_alone() -> None:
     docs = list(iter_documents(None, max_bytes=100_000))
-    assert docs and all(isinstance(d, Document) and d.text for d in docs)
-    assert [d.name for d in docs] == sorted(d.name for d in docs)
+    assert len(docs) > 50 and all(isinstance(d, Document) and d.text.endswith("\n") for d in docs)
+    keys = [(name.rsplit(":", 1)[0], int(name.rsplit(":", 1)[1])) for name in (d.name for d in docs)]
+    assert keys == sorted(keys)  # files in order, functions in source order
+    for doc in docs:
+        tree = ast.parse(doc.text)  # dedented: a method parses as a module-level function
+        assert len(tree.body) == 1 and isinstance(tree.body[0], (ast.FunctionDef, ast.AsyncFunctionDef))
+    assert sum(len(d.text.encode()) for d in docs[:-1]) < 100_000  # max_bytes counts functions
+    assert any(d.text.startswith("def __init__(self") for d in docs)  # methods are in
+
+
+def test_default_corpus_splits_by_file() -> None:
+    split = split_documents(None, 0.2, max_bytes=300_000)
+    files = {side: {d.name.rsplit(":", 1)[0] for d in getattr(split, side)()} for side in ("train", "val")}
+    assert files["train"] and files["val"] and not files["train"] & files["val"]
+    n_val = sum(1 for _ in split.val())
+    assert split.documents == {"train": sum(1 for _ in split.train()), "val": n_val}
 
 
 # -- documents -----------------------------------------------------------------------------

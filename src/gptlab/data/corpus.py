@@ -1,10 +1,12 @@
 """Corpus: where training text comes from, as documents, split into train and val.
 
 1. **Documents.** A source is a text file, a directory of text files, a ``.jsonl`` file of
-   ``{"text": ...}`` records, or ``None``: the embedded default corpus, the Python standard
-   library's own source code (present wherever Python is).
-2. **Split.** Documents go to train or val: whole documents when there are several, the last
-   ``val_fraction`` of the characters when there is one (as nanoGPT splits tinyshakespeare).
+   ``{"text": ...}`` records, or ``None``: the embedded default corpus, the functions and methods
+   of the Python standard library's own source code (present wherever Python is), one document
+   each (see :mod:`gptlab.data.functions`).
+2. **Split.** Documents go to train or val: whole documents when there are several (the default
+   corpus's by file: all the functions of a file go to the same side), the last ``val_fraction``
+   of the characters when there is one (as nanoGPT splits tinyshakespeare).
 
 Documents are produced lazily, in pieces of about ``PIECE_CHARS`` characters, so a corpus is
 never held in memory whole. ``gptlab.data.shards`` turns the pieces into token shards.
@@ -12,6 +14,7 @@ never held in memory whole. ``gptlab.data.shards`` turns the pieces into token s
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import platform
@@ -21,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from gptlab.data.functions import iter_functions
 from gptlab.errors import ConfigError, DataError
 from gptlab.fileio import iter_jsonl
 
@@ -40,6 +44,9 @@ EXCLUDED_STDLIB_DIRS = frozenset(
 
 Side = Literal["train", "val"]
 Pieces = Iterator[str]  # one document's text, in order, in pieces of about PIECE_CHARS characters
+# (group, name, pieces) of one document: documents of one group go to the same side of the split
+# (the functions of one stdlib file); elsewhere every document is a group of its own
+Source = tuple[int, str, Pieces]
 
 # ---------------------------------------------------------------------------------------------
 # 1. documents
@@ -47,14 +54,15 @@ Pieces = Iterator[str]  # one document's text, in order, in pieces of about PIEC
 
 @dataclass(frozen=True)
 class Document:
-    """One unit of the corpus: a file, or one record of a ``.jsonl`` file."""
+    """One unit of the corpus: a file, one record of a ``.jsonl`` file, or one function of the
+    default corpus."""
 
-    name: str  # path relative to the source (or "file.jsonl:LINE"); part of the corpus hash
+    name: str  # path relative to the source ("file.jsonl:LINE", "stdlib/file.py:LINE"); hashed
     text: str
 
 
 def default_corpus_files(max_bytes: int | None = None) -> list[Path]:
-    """The ``.py`` files of this interpreter's standard library that form the default corpus.
+    """The ``.py`` files of this interpreter's standard library that the default corpus reads.
 
     Sorted by POSIX path relative to the stdlib root; site-packages, dist-packages and test
     directories are left out, as are files that are not UTF-8. With ``max_bytes``, files are
@@ -99,6 +107,36 @@ def source_bytes(source: str | Path | None, pattern: str = "**/*") -> int:
         return 0
 
 
+def iter_stdlib_sources(max_bytes: int | None = None) -> Iterator[Document]:
+    """The default corpus's files whole, one document per non-empty file (name: the path
+    relative to the stdlib root), in order, ``max_bytes`` counting file sizes."""
+    for name, _, text in _iter_default_corpus(max_bytes):
+        if text:
+            yield Document(name, text)
+
+
+def _iter_default_functions(max_bytes: int | None) -> Iterator[Source]:
+    """(file index, "path.py:LINE", pieces) of each function of the default corpus, the file
+    index counting the non-empty files read; ``max_bytes`` counts the functions' bytes."""
+    budget = _ByteBudget(max_bytes)
+    for index, name, text in _stdlib_functions():
+        if budget.exhausted:
+            return
+        budget.spend(len(text.encode("utf-8")))
+        yield index, name, _split_text(text)
+
+
+@functools.cache
+def _stdlib_functions() -> tuple[tuple[int, str, str], ...]:
+    """Every function of the default corpus, parsed once per process (7 MB of text for Python
+    3.11; the corpus is read three times when a run prepares its data)."""
+    return tuple(
+        (index, f"{document.name}:{function.line}", function.text)
+        for index, document in enumerate(iter_stdlib_sources())
+        for function in iter_functions(document.text)
+    )
+
+
 def _iter_default_corpus(max_bytes: int | None) -> Iterator[tuple[str, Path, str]]:
     """(relative name, path, text) of each default-corpus file, in order, within the budget."""
     budget = _ByteBudget(max_bytes)
@@ -119,7 +157,8 @@ def iter_documents(
 ) -> Iterator[Document]:
     """The documents of ``source``, in a deterministic order.
 
-    ``None``: the default corpus (one document per stdlib file). A ``.jsonl`` file: one document
+    ``None``: the default corpus (one document per function or method of the stdlib's files,
+    ``max_bytes`` counting the functions' text; see :mod:`gptlab.data.functions`). A ``.jsonl`` file: one document
     per line's ``"text"`` field. Any other file: one document. A directory: its files matching
     ``pattern`` (hidden ones skipped), sorted by relative path, binaries skipped with a warning.
     Empty documents are skipped. ``max_bytes`` keeps whole documents until their UTF-8 size
@@ -129,7 +168,7 @@ def iter_documents(
     directly, a malformed ``.jsonl`` line (naming file:line), or a corpus with no text.
     """
     found = False
-    for name, pieces in _iter_sources(source, pattern, max_bytes):
+    for _, name, pieces in _iter_sources(source, pattern, max_bytes):
         text = "".join(pieces)
         if text:
             found = True
@@ -138,18 +177,17 @@ def iter_documents(
         raise DataError(f"{_describe(source)}: the corpus is empty (no documents with text)")
 
 
-def _iter_sources(
-    source: str | Path | None, pattern: str, max_bytes: int | None
-) -> Iterator[tuple[str, Pieces]]:
-    """(name, pieces) for each non-empty document of ``source``. A streamed single file may
-    still turn out empty; callers check. Consume each document's pieces before the next."""
-    budget = _ByteBudget(max_bytes)
+def _iter_sources(source: str | Path | None, pattern: str, max_bytes: int | None) -> Iterator[Source]:
+    """(group, name, pieces) for each non-empty document of ``source``. A streamed single file
+    may still turn out empty; callers check. Consume each document's pieces before the next."""
     if source is None:
-        for name, _, text in _iter_default_corpus(max_bytes):
-            if text:
-                yield name, _split_text(text)
+        yield from _iter_default_functions(max_bytes)
         return
-    path = Path(source)
+    for group, (name, pieces) in enumerate(_iter_path(Path(source), pattern, _ByteBudget(max_bytes))):
+        yield group, name, pieces
+
+
+def _iter_path(path: Path, pattern: str, budget: _ByteBudget) -> Iterator[tuple[str, Pieces]]:
     if not path.exists():
         raise DataError(f"{path}: no such file or directory")
     if path.is_dir():
@@ -282,9 +320,10 @@ def _describe(source: str | Path | None) -> str:
 class CorpusSplit:
     """A source's documents divided into train and val; each side can be iterated many times.
 
-    With n ≥ 2 documents the split is by document: ``round(n * val_fraction)`` evenly spaced
-    documents (clamped to 1 .. n-1, always including the last) are val. A single document is
-    split by characters: the first ``int(n_chars * (1 - val_fraction))`` are train, the rest val.
+    With n ≥ 2 documents the split is by document group (a document of its own, or a file of the
+    default corpus with all its functions): ``round(n * val_fraction)`` evenly spaced groups of
+    the n (clamped to 1 .. n-1, always including the last) are val. A single document is split
+    by characters: the first ``int(n_chars * (1 - val_fraction))`` are train, the rest val.
     """
 
     source: str | Path | None
@@ -292,9 +331,10 @@ class CorpusSplit:
     max_bytes: int | None
     val_fraction: float
     n_documents: int
-    val_indices: frozenset[int]  # by-document split: indices of the val documents
+    val_groups: frozenset[int]  # by-document split: the groups whose documents are val
     split_at: int | None  # by-character split: first val character
     chars: dict[str, int]  # characters per side
+    n_val_documents: int
 
     @property
     def by_characters(self) -> bool:
@@ -305,7 +345,7 @@ class CorpusSplit:
         """Number of documents on each side (1 and 1 for a split by characters)."""
         if self.by_characters:
             return {"train": 1, "val": 1}
-        return {"train": self.n_documents - len(self.val_indices), "val": len(self.val_indices)}
+        return {"train": self.n_documents - self.n_val_documents, "val": self.n_val_documents}
 
     def train(self) -> Iterator[Document]:
         """The train documents, in order."""
@@ -323,12 +363,12 @@ class CorpusSplit:
         """(name, pieces) of each document of ``side``, streamed; consume pieces in order."""
         sources = _iter_sources(self.source, self.pattern, self.max_bytes)
         if self.split_at is not None:
-            name, pieces = next(sources)
+            _, name, pieces = next(sources)
             start, stop = (0, self.split_at) if side == "train" else (self.split_at, None)
             yield name, _clip(pieces, start, stop)
             return
-        for index, (name, pieces) in enumerate(sources):
-            if (index in self.val_indices) == (side == "val"):
+        for group, name, pieces in sources:
+            if (group in self.val_groups) == (side == "val"):
                 yield name, pieces
             else:
                 for _ in pieces:  # skip, but keep the stream in step
@@ -362,31 +402,37 @@ def split_documents(
     """
     if not 0.0 < val_fraction < 1.0:
         raise ConfigError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
-    doc_chars = [sum(len(p) for p in pieces) for _, pieces in _iter_sources(source, pattern, max_bytes)]
-    doc_chars = [n for n in doc_chars if n > 0]  # only a streamed single file can be empty here
-    n = len(doc_chars)
-    if n == 0:
+    documents = [(group, sum(len(p) for p in pieces)) for group, _, pieces in _iter_sources(source, pattern, max_bytes)]
+    documents = [(group, n) for group, n in documents if n > 0]  # only a streamed single file can be empty here
+    doc_chars = [n for _, n in documents]
+    if not documents:
         raise DataError(f"{_describe(source)}: the corpus is empty (no documents with text)")
-    if n == 1:
-        val_indices: frozenset[int] = frozenset()
+    n_groups = documents[-1][0] + 1
+    if len(documents) == 1:
+        val_groups: frozenset[int] = frozenset()
         split_at: int | None = int(doc_chars[0] * (1 - val_fraction))
         if not 0 < split_at < doc_chars[0]:
             raise DataError(
                 f"{_describe(source)}: a single document of {doc_chars[0]} characters is too short "
                 f"to split with val_fraction={val_fraction}"
             )
-        val_chars = doc_chars[0] - split_at
+        val_chars, n_val_documents = doc_chars[0] - split_at, 1
     else:
-        n_val = min(n - 1, max(1, round(n * val_fraction)))
-        val_indices, split_at = frozenset((j + 1) * n // n_val - 1 for j in range(n_val)), None
-        val_chars = sum(doc_chars[i] for i in val_indices)
+        if n_groups < 2:
+            raise DataError(f"{_describe(source)}: all {len(documents)} documents come from one file, "
+                            "so the split by file has nothing to hold out")
+        n_val = min(n_groups - 1, max(1, round(n_groups * val_fraction)))
+        val_groups, split_at = frozenset((j + 1) * n_groups // n_val - 1 for j in range(n_val)), None
+        val_chars = sum(n for group, n in documents if group in val_groups)
+        n_val_documents = sum(group in val_groups for group, _ in documents)
     return CorpusSplit(
         source=source,
         pattern=pattern,
         max_bytes=max_bytes,
         val_fraction=val_fraction,
-        n_documents=n,
-        val_indices=val_indices,
+        n_documents=len(documents),
+        val_groups=val_groups,
         split_at=split_at,
         chars={"train": sum(doc_chars) - val_chars, "val": val_chars},
+        n_val_documents=n_val_documents,
     )

@@ -22,7 +22,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from gptlab.data.corpus import iter_documents
+from gptlab.data.corpus import iter_documents, iter_stdlib_sources
+from gptlab.data.functions import dedent_block
 from gptlab.errors import ConfigError, DataError
 from gptlab.fileio import atomic_write_text
 
@@ -72,26 +73,15 @@ def _example(node: ast.FunctionDef | ast.AsyncFunctionDef, lines: list[str], nam
         return None  # docstring on the def line, or code sharing the docstring's last line
     if node.end_lineno is None:
         return None
-    indent = node.col_offset
-    prompt_lines = lines[node.lineno - 1 : doc.end_lineno]
-    completion_lines = lines[doc.end_lineno : node.end_lineno]
-    if not all(_starts_with_indent(line, indent) for line in prompt_lines + completion_lines):
+    prompt = dedent_block(lines[node.lineno - 1 : doc.end_lineno], node.col_offset)
+    completion = dedent_block(lines[doc.end_lineno : node.end_lineno], node.col_offset)
+    if prompt is None or completion is None:
         return None  # e.g. a continuation line less indented than the def: cannot dedent cleanly
-    prompt = "".join(_dedent(line, indent) for line in prompt_lines)
-    completion = "".join(_dedent(line, indent) for line in completion_lines)
     if not completion.endswith("\n"):
         completion += "\n"
     if not completion.strip():
         return None
     return DocstringExample(prompt, completion, f"{name}:{node.lineno}")
-
-
-def _starts_with_indent(line: str, indent: int) -> bool:
-    return not line.strip() or line[:indent].strip() == ""
-
-
-def _dedent(line: str, indent: int) -> str:
-    return line[indent:] if line.strip() else line.lstrip(" \t")
 
 
 def build_docstring_dataset(
@@ -113,7 +103,9 @@ def build_docstring_dataset(
         raise ConfigError(f"max_chars must be a positive integer, got {max_chars!r}")
     examples: list[DocstringExample] = []
     seen: set[tuple[str, str]] = set()
-    for document in iter_documents(source, pattern="**/*.py", max_bytes=max_bytes):
+    documents = (iter_stdlib_sources(max_bytes) if source is None
+                 else iter_documents(source, pattern="**/*.py", max_bytes=max_bytes))
+    for document in documents:
         for example in examples_from_source(document.text, document.name):
             key = (example.prompt, example.completion)
             if key in seen or (max_chars is not None and len(example.prompt) + len(example.completion) > max_chars):
