@@ -74,7 +74,7 @@ LOGITS_BUDGET = 1 << 25  # floats of logits per forward pass when scoring (128 M
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("run", help="run directory written by `gptlab train` (or one of its ckpt-* folders)")
-    p.add_argument("--max-eval-bytes", type=int, default=400_000,
+    p.add_argument("--max-eval-bytes", type=int, default=800_000,
                    help="held-out bytes to score (the default covers the default corpus's whole val split)")
     p.add_argument("--held-out", default=None, metavar="DATA_DIR",
                    help="score the val split of this prepared data directory instead of the run's own "

@@ -123,6 +123,14 @@ def test_code_quality_runs_on_a_tiny_run(bench, tmp_path, corpus_file, capsys):
     again = code_quality.main(argv + ["--samples", "0"])["heldout"]
     assert again["sha256"] == heldout["sha256"]
     assert again["bits_per_byte"] == pytest.approx(heldout["bits_per_byte"])
+    # --held-out scores another prepared data dir's val split (here: a copy of the run's own)
+    other = tmp_path / "other-data"
+    from gptlab.data.shards import prepare
+    prepare(corpus_file, other, tokenizer_kind="char", progress=False)
+    elsewhere = code_quality.main(argv + ["--samples", "0", "--held-out", str(other)])["heldout"]
+    assert elsewhere["source"] == f"{other}/val.bin" and elsewhere["sha256"] == heldout["sha256"]
+    with pytest.raises(SystemExit, match="not a prepared data directory"):
+        code_quality.main(argv + ["--samples", "0", "--held-out", str(tmp_path)])
 
     with pytest.raises(SystemExit, match="no such run"):  # one line, not a traceback
         code_quality.main([str(tmp_path / "missing")])

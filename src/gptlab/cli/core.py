@@ -14,12 +14,13 @@ from gptlab.cli.args import add_dataclass_flags, int_at_least
 # one help line per TrainConfig field; every field becomes a --flag and a config-file key
 TRAIN_HELP: dict[str, str] = {
     "data": "corpus: text file, directory, .jsonl with a 'text' field, or a prepared dir "
-    "(default: the Python standard library source of this interpreter)",
+    "(default: the functions and methods of this interpreter's Python standard library, one document each)",
     "tokenizer": "char, bpe (trained on the corpus), or a path to a tokenizer "
     "(dir or tokenizer.json, or a dir with GPT-2 vocab.json + merges.txt)",
     "vocab_size": "vocabulary size of a BPE tokenizer trained on the corpus",
     "max_bytes": "read at most this many bytes of corpus",
-    "val_fraction": "fraction of the corpus held out for validation (by file, or the tail of one file)",
+    "val_fraction": "fraction of the corpus held out for validation (by file, or the tail of one file; "
+    "the default corpus's functions by their file)",
     "preset": "model shape: tiny, small, mini, gpt2, gpt2-medium, ... (see `gptlab count --list`)",
     "n_layer": "override the preset's number of transformer blocks",
     "n_head": "override the preset's attention heads per block",
@@ -187,7 +188,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "train", help="train a GPT (default: a small model on the Python standard library)",
         description="Train a GPT by next-token prediction on random windows of a corpus. With no "
-        "arguments: a small model on this interpreter's standard library source, a few minutes "
+        "arguments: a small model on the functions of this interpreter's standard library, a few minutes "
         "on a laptop CPU, then a sample. Every flag is also a key of the --config file; flags win.",
     )
     p.add_argument("--config", metavar="FILE", help="TOML/YAML/JSON file of training settings")

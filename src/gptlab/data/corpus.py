@@ -309,7 +309,7 @@ class _ByteBudget:
 
 
 def _describe(source: str | Path | None) -> str:
-    return f"python {platform.python_version()} stdlib" if source is None else str(source)
+    return f"python {platform.python_version()} stdlib functions" if source is None else str(source)
 
 
 # ---------------------------------------------------------------------------------------------

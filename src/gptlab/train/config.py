@@ -20,7 +20,7 @@ class TrainConfig:
     """Everything that defines a training run. Validated at construction."""
 
     # data
-    data: str | None = None  # text file, directory, .jsonl, or prepared dir; None = Python stdlib source
+    data: str | None = None  # text file, directory, .jsonl, or prepared dir; None = the stdlib's functions
     tokenizer: str = "bpe"  # "char", "bpe", or a path to a tokenizer (dir, tokenizer.json, vocab.json+merges.txt)
     vocab_size: int = 2048  # for a BPE tokenizer trained on the corpus
     max_bytes: int | None = 16_000_000  # cap on corpus size read (None: all of it)
