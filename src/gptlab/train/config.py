@@ -26,7 +26,7 @@ class TrainConfig:
     max_bytes: int | None = 16_000_000  # cap on corpus size read (None: all of it)
     val_fraction: float = 0.1
     # model
-    preset: str = "llama-small"
+    preset: str = "qwen3-small"
     n_layer: int | None = None
     n_head: int | None = None
     n_embd: int | None = None
