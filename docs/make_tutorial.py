@@ -713,7 +713,7 @@ class Prefork:
         while not server.socket.exists():
             if process.poll() is not None or time.monotonic() > deadline:
                 server.stop()
-                raise RuntimeError("the prefork server did not start")
+                raise RuntimeError("the prefork server did not start (its error is above)")
             time.sleep(0.05)
         return server
 
@@ -1184,7 +1184,11 @@ def main(argv: list[str] | None = None) -> int:
     start, load_at_start = time.monotonic(), load_average()
     prefork = None
     try:
-        prefork = Prefork.start() if use_prefork else None
+        if use_prefork:
+            try:
+                prefork = Prefork.start()
+            except (OSError, RuntimeError) as exc:  # e.g. a socket path too long for AF_UNIX
+                print(f"--prefork is off: {exc}", file=sys.stderr)
         for step in STEPS:
             step_start = time.monotonic()
             result = run_step(step, workdir, pictures_dir, args.fast, timeout, prefork)
