@@ -1099,7 +1099,8 @@ def render_page(results: list[StepResult], fast: bool, total_seconds: float, loa
 This tutorial retraces, on a laptop, the path from Rosenblatt's perceptron to GPT: one neuron that
 learns to see, the wall it hit, the hidden layers and backpropagation that got past it, and then a
 real GPT trained from scratch on Python code, sampled one token at a time, opened up to look at its
-attention and probabilities, prompted, fine-tuned, counted, priced, and served over the OpenAI API.
+attention and probabilities, prompted, fine-tuned, exported, counted, priced, and served over the
+OpenAI API.
 
 {mode}
 
