@@ -18,6 +18,9 @@ With ``restore_best`` (the default) each new lowest val loss saves the trained w
 
 The loss of a step is the mean over its trained tokens (micro-batches weighted by their token
 counts), so gradient accumulation matches one big batch.
+
+Every record written to ``metrics.jsonl`` also goes to the ``log_to`` trackers (TensorBoard, CSV,
+W&B: :mod:`gptlab.train.tracking`, as in pre-training).
 """
 
 from __future__ import annotations
