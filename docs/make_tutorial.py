@@ -19,7 +19,7 @@ shows the commands that actually ran.
 
 Commands run with ``bash``; ``gptlab`` and ``python`` are this interpreter (``sys.executable``),
 so the script works from any environment that has gptlab installed with the ``dev`` extras. With
-``--fast`` (on Linux and macOS) they are forked from one process that has already imported PyTorch
+``--fast`` (on Linux) they are forked from one process that has already imported PyTorch
 (``--prefork``, below), which halves the CPU time of the test.
 """
 
@@ -731,7 +731,8 @@ class Prefork:
 
 
 def prefork_available() -> bool:
-    return hasattr(os, "fork") and hasattr(socket, "send_fds") and hasattr(socket, "SOCK_SEQPACKET")
+    """Linux only: macOS has no SOCK_SEQPACKET Unix sockets and frowns on fork after imports."""
+    return sys.platform.startswith("linux") and hasattr(socket, "send_fds")
 
 
 def prefork_server(path: str) -> int:
