@@ -10,13 +10,17 @@ prose, so the outputs stay true.
 
     python docs/make_tutorial.py --full            # the real settings: writes docs/tutorial.md + docs/tutorial/*.png
     python docs/make_tutorial.py --fast --out DIR  # tiny settings, ~2 minutes: what tests/test_tutorial.py runs
+    python docs/make_tutorial.py --full --save-results R.json   # ... and keep the outputs, then after an
+    python docs/make_tutorial.py --full --render R.json         # edit of the prose, write the page again
 
 In ``--fast`` mode each command gets the step's ``fast`` flags appended (a tiny model, a few steps,
 a small corpus); argparse lets the last flag win, so they override the flags shown. The page then
 shows the commands that actually ran.
 
 Commands run with ``bash``; ``gptlab`` and ``python`` are this interpreter (``sys.executable``),
-so the script works from any environment that has gptlab installed with the ``dev`` extras.
+so the script works from any environment that has gptlab installed with the ``dev`` extras. With
+``--fast`` (on Linux) they are forked from one process that has already imported PyTorch
+(``--prefork``, below), which halves the CPU time of the test.
 """
 
 from __future__ import annotations
@@ -84,6 +88,46 @@ FEW_SHOT_EXAMPLES = "\n".join(
         {"input": "size", "output": "self.size = size"},
     ]
 ) + "\n"
+
+MODULES = ("os", "sys", "re", "math", "json", "time", "random", "shutil")
+ALPACA_EXAMPLES = "[\n" + ",\n".join(  # a JSON array, one record a line
+    " " + json.dumps({"instruction": "Write the line that imports this module.", "input": name, "output": f"import {name}"})
+    for name in MODULES
+) + "\n]\n"
+SHAREGPT_EXAMPLES = "\n".join(
+    json.dumps({"conversations": [{"from": "human", "value": question}, {"from": "gpt", "value": answer}]})
+    for question, answer in [
+        ("How do I read a whole file?", "with open(path) as f:\n    text = f.read()"),
+        ("How do I list a folder?", "os.listdir(path)"),
+        ("How do I join two paths?", "os.path.join(a, b)"),
+        ("How do I leave a loop early?", "break"),
+    ]
+) + "\n"
+SHOW_LAYOUT = """\
+python - <<'EOF'
+from gptlab.finetune.data import load_records
+
+for path in ("alpaca.json", "sharegpt.jsonl"):
+    record = load_records(path)[0]
+    print(f"--- {record.where}, the trained part in [brackets]:")
+    print("".join(f"[{text}]" if trained else text for text, trained in record.segments))
+EOF"""
+CHAT_PROMPT = "<|im_start|>user\\nWrite the line that imports this module.\\n\\nsubprocess<|im_end|>\\n<|im_start|>assistant\\n"
+READ_GGUF = """\
+python - <<'EOF'
+from gguf import GGUFReader
+
+reader = GGUFReader("stdlib.gguf")
+field = lambda name: reader.fields[name].contents()
+arch = field("general.architecture")
+print("architecture:", arch, "| layers:", field(f"{arch}.block_count"),
+      "| width:", field(f"{arch}.embedding_length"), "| context:", field(f"{arch}.context_length"))
+tokens = field("tokenizer.ggml.tokens")
+print("tokenizer:", field("tokenizer.ggml.model"), "|", len(tokens), "tokens, e.g.", tokens[300:305])
+print(len(reader.tensors), "tensors, the first five:")
+for tensor in reader.tensors[:5]:
+    print(f"  {tensor.name:24} {tensor.tensor_type.name:4} {tensor.shape.tolist()}")
+EOF"""
 
 DOCSTRING_PROMPT = 'def is_empty(self):\n    """Return True if the queue is empty."""\n'
 DOCSTRING_SAMPLE = (  # bash's $'...' turns \n into newlines
@@ -194,11 +238,11 @@ vocabulary has the size you want. Frequent words and code idioms become single t
 else can still be spelled out in bytes, so any text at all can be encoded.
 
 Our corpus is Python: the source of the standard library of the Python you are running (no
-download). `gptlab prepare` learns a 1,024-token vocabulary from it and turns the text into token
+download). `gptlab prepare` learns a 2,048-token vocabulary from it and turns the text into token
 ids, stored as flat binary files ready for training:""",
         commands=(
             Command(
-                "gptlab prepare --tokenizer bpe --vocab-size 1024 --out data/stdlib",
+                "gptlab prepare --tokenizer bpe --vocab-size 2048 --out data/stdlib",
                 fast="--max-bytes 200000",
             ),
             Command(
@@ -216,45 +260,52 @@ EOF"""
         outro="""\
 Common pieces of Python such as `def`, ` return` and four spaces of indentation got tokens of
 their own; a rarer name is spelled out in smaller pieces. GPT-2's vocabulary has 50,257 tokens,
-ours 1,024, which suits a small model and a small corpus.""",
+ours 2,048, which suits a small model and a small corpus.""",
     ),
     Step(
         id="train",
         title="Training a GPT",
         intro="""\
 Now the real thing. A GPT (Radford et al., 2018) is a stack of *transformer* blocks (Vaswani et
-al., 2017). Each token id is looked up in a table of vectors, its *embedding*; a position vector is
-added; then every block lets each token gather information from the tokens before it (*attention*)
+al., 2017). Each token id is looked up in a table of vectors, its *embedding*; its position is
+marked (GPT-2 adds a learned position vector; the Llama-style model we train turns the attention's
+queries and keys by an angle that grows with the position, *rotary* positions); then every block
+lets each token gather information from the tokens before it (*attention*)
 and transforms it with a small two-layer network of neurons (the *MLP*, the XOR network's big
 brother). At the end, the vector at each position is turned into a score for every token of the
 vocabulary: the model's guess at what comes next.
 
 Training shows the model random windows of the corpus and, at every position, asks it to predict
 the next token. The loss is the cross-entropy, −log of the probability it gave the right token;
-backpropagation and gradient descent (AdamW) do the rest. No labels are needed: the text is its own
-teacher.
+backpropagation and gradient descent do the rest (here with Muon, an optimizer from 2024, for the
+weight matrices, and AdamW for the rest). No labels are needed: the text is its own teacher.
 
-With no arguments, `gptlab train` does the whole job: it reads the standard library, trains the
-tokenizer, trains the `small` model (4 blocks, 4 attention heads, vectors of 128 numbers, a context
-of 128 tokens, under a million weights) for 600 steps of 32 windows, and prints a sample of the
-Python it learned to write:""",
+With no arguments, `gptlab train` does the whole job: it reads the standard library, trains a
+2,048-token tokenizer, trains the `llama-small` model (built as today's open models are: RMSNorm,
+rotary positions, a SwiGLU MLP, grouped-query attention; 4 blocks, 4 attention heads, vectors of
+128 numbers, a context of 128 tokens, 1.3 million weights) for 1,000 steps of 16 windows, and
+prints a sample of the Python it learned to write. `--log-to tensorboard,csv` also writes the
+metrics for TensorBoard and as a table:""",
         commands=(
             Command(
-                "gptlab train",
+                "gptlab train --log-to tensorboard,csv",
                 fast="--preset tiny --block-size 128 --max-steps 30 --batch-size 8 --max-bytes 200000 "
                 "--eval-interval 15 --eval-iters 2 --sample-tokens 60",
                 head=30,
                 tail=30,
             ),
+            Command(f"head -n 4 {RUN}/metrics.csv"),
         ),
         pictures=((f"{RUN}/loss.png", "training and validation loss"),),
         outro=f"""\
-The loss starts near ln(1024) ≈ 6.9, the loss of a model that knows nothing and gives every token
+The loss starts near ln(2048) ≈ 7.6, the loss of a model that knows nothing and gives every token
 the same probability, and falls as the model learns the statistics of Python. The validation loss
 is measured on files the model never trained on. The sample looks like Python from a distance,
 with indentation, comments and docstrings, and falls apart up close, with invented words: this
-model has seen about 2.5 million tokens (600 × 32 × 128), a speck of what GPT-2 saw. Everything
-lands in `{RUN}/`: the checkpoint, the tokenizer, the metrics and the loss curve.""",
+model has seen about 2 million tokens (1,000 × 16 × 128), a speck of what GPT-2 saw. Everything
+lands in `{RUN}/`: the checkpoint, the tokenizer, the metrics (`metrics.jsonl`, and with
+`--log-to` `metrics.csv` and `tensorboard/`) and the loss curve. `tensorboard --logdir {RUN}`
+shows the same curves in a browser, as it would for any PyTorch or Hugging Face run.""",
     ),
     Step(
         id="sample",
@@ -272,10 +323,23 @@ above 1 the long tail gets a chance. A seed makes the dice repeatable.""",
             Command(f'gptlab sample {RUN} --prompt "def " --max-new-tokens 60 --temperature 0'),
             Command(f'gptlab sample {RUN} --prompt "def " --max-new-tokens 60 --temperature 0.8 --seed 1'),
             Command(f'gptlab sample {RUN} --prompt "def " --max-new-tokens 60 --temperature 0.8 --seed 2'),
+            Command(f'gptlab sample {RUN} --prompt "def " --max-new-tokens 60 --temperature 0 --no-token-healing'),
         ),
         outro="""\
 The same model and prompt, three different texts: the model does not hold one answer, it holds a
-probability distribution over all continuations, and decoding chooses a path through it.""",
+probability distribution over all continuations, and decoding chooses a path through it.
+
+The last command is the first one with *token healing* turned off. The tokenizer learned a space
+and the name after it as one token (` name`), so in training a token almost never ended with the
+space after `def`. Encoded as it is, the prompt `def ` ends with a lone space token, a split the
+model has rarely seen, and it has to go on from there. Token healing, on by default in
+`gptlab sample`, backs the prompt up by that token and lets the first new token be any token that
+starts with a space: the model spells the space again together with a name, the way it learned to
+(the text printed still starts after the prompt). Here the two greedy texts part at once: healed,
+the model picked `get` and then fell into a loop, as greedy decoding often does; unhealed, it went
+on from the lone space with `join`. One text shows little either way; over many samples, healing
+keeps the model on ground it knows ([sampling](sampling.md#token-healing): early in training, 46
+of 50 samples put a name after `def ` with healing, 20 of 50 without).""",
     ),
     Step(
         id="next",
@@ -327,10 +391,12 @@ final layer, as if the model stopped there, and shows what it would predict:""",
         commands=(Command(f'gptlab inspect lens {RUN} "import os" --out runs/inspect'),),
         pictures=(("runs/inspect/lens.png", "top prediction after each layer"),),
         outro="""\
-Straight after the embeddings, the model "predicts" the token it is reading: the output layer
-shares its weights with the embedding table, so each token's vector is most similar to itself.
-The blocks turn that into a guess at the next token; the last row is the model's real
-prediction.""",
+The last row is the model's real prediction; the rows above show it taking shape. After ` os`
+the first block already bets on `.` (as in `os.path`), almost surely, and only the last block
+changes its mind for a line break: `import os` is usually a line of its own. The row read straight
+after the embeddings says little here, as this Llama-style model has an output layer of its own.
+In GPT-2, whose output layer shares its weights with the embedding table, that row "predicts" the
+token being read, since each token's vector is most similar to itself.""",
     ),
     Step(
         id="embeddings",
@@ -366,7 +432,7 @@ line, with an optional instruction:""",
 The output starts with the prompt the model was given: `<|endoftext|>` (the start of a document),
 the instruction, each example as `input => output` closed by the separator token `<|sep|>`, and
 the query `timeout =>`; generation stops at the next separator. GPT-3 has 175 billion weights and
-this model under a million, and the separator never occurs in its training text, so do not expect
+this model about a million, and the separator never occurs in its training text, so do not expect
 much: the ability to pick up a task from the prompt grows with size and training, and a model this
 small catches at best the shape of the answer, not the rule.""",
     ),
@@ -402,6 +468,75 @@ anything at all; the fine-tuned one has learned that a body comes next. Its code
 nobody would expect that of a model this size, but it has learned the task's shape.""",
     ),
     Step(
+        id="instructions",
+        title="Instruction data: Alpaca and ShareGPT",
+        intro="""\
+The examples people share for teaching a model to follow instructions come in a few common
+shapes. Stanford's Alpaca (2023) gives each example an `instruction`, an optional `input` and the
+`output` wanted, all in one JSON array; ShareGPT files hold whole conversations, turns `from` a
+`human` or `gpt`. `gptlab finetune` reads both as they are, next to its own `text`,
+`prompt`/`completion` and `messages` records. A small file of each kind:""",
+        files=(("alpaca.json", ALPACA_EXAMPLES), ("sharegpt.jsonl", SHAREGPT_EXAMPLES)),
+        commands=(
+            Command(SHOW_LAYOUT),
+            Command(
+                f"gptlab finetune {RUN} --data alpaca.json --max-steps 60 --learning-rate 1e-3 --val-fraction 0.25 "
+                "--out runs/alpaca --log-to csv",
+                fast="--max-steps 4",
+            ),
+            Command(
+                f"gptlab sample runs/alpaca --prompt $'{CHAT_PROMPT}' --temperature 0 --max-new-tokens 8 "
+                "--stop '<|im_end|>'"
+            ),
+        ),
+        outro="""\
+Both become a chat in the ChatML layout (`<|im_start|>` role, text, `<|im_end|>`), the one the
+server's chat endpoint uses: an Alpaca example is one user turn (the instruction, a blank line,
+the input) and one assistant turn. Only the assistant's turns, with the `<|im_end|>` that closes
+them, are trained; the rest is context. The fine-tuning above used the Alpaca file;
+`--data sharegpt.jsonl` trains on the conversations the same way. `--log-to csv` wrote the same
+metrics as `metrics.jsonl` to `runs/alpaca/metrics.csv`, ready for a spreadsheet.
+
+This time every weight trains (no `--lora`): pre-training never showed the model `<|im_end|>`,
+so the output layer's row for it has to learn too, and a LoRA adapter leaves that layer frozen.
+Six examples of one pattern are enough for the model to pick up the shape of the answer, one line
+that starts with `import` and then ends the turn (the sample stops there, at `--stop`); which
+module to name, a word it would have to copy from the question, is beyond a model this small and
+this little data. Real instruction sets hold tens of thousands of examples: the same files and the
+same command, only longer.""",
+    ),
+    Step(
+        id="export",
+        title="Taking the model elsewhere: llama.cpp, transformers and peft",
+        intro="""\
+A model is more useful where people already run models. `gptlab export-gguf` writes one GGUF
+file, the format of llama.cpp and ollama: the weights (here in 16-bit floats), the shape and the
+tokenizer, all in one file. The `gguf` package, the one llama.cpp's own scripts use, reads it
+back:""",
+        commands=(
+            Command(f"gptlab export-gguf {RUN} stdlib.gguf"),
+            Command(READ_GGUF),
+            Command(f"gptlab export-hf {RUN}-lora exported/lora --peft"),
+            Command(f"gptlab import-hf exported/lora --base {RUN} --out runs/from-peft"),
+            Command(f"gptlab sample runs/from-peft {DOCSTRING_SAMPLE}"),
+        ),
+        outro="""\
+The file names the llama.cpp architecture that computes this model and holds its tokenizer's
+vocabulary in GPT-2's byte-level spelling (`Ġ` stands for a space); GGUF lists a tensor's
+dimensions fastest-varying first, so the embedding table shows as width × vocabulary. With
+llama.cpp installed, `llama-cli -m stdlib.gguf -p 'def ' -n 60 --temp 0` runs the file (a test
+compares its greedy tokens with `gptlab sample --temperature 0`); `--outtype q8_0` makes it a
+quarter of its f32 size.
+
+`gptlab export-hf` writes a folder that Hugging Face `transformers` loads with
+`AutoModelForCausalLM.from_pretrained`. For the LoRA run of the fine-tuning step, `--peft` writes
+the adapter as the `peft` library writes its own (`adapter_config.json` and
+`adapter_model.safetensors`) and the base model beside it, so
+`PeftModel.from_pretrained(base, "exported/lora")` gives the fine-tuned model. `gptlab import-hf`
+goes the other way, for a whole model or, as here, a peft adapter put on a gptlab base: the
+imported adapter writes the same body as the fine-tuned model did in the fine-tuning step.""",
+    ),
+    Step(
         id="count",
         title="Counting neurons",
         intro="""\
@@ -426,11 +561,11 @@ arguments `gptlab cost` reproduces the famous estimate for GPT-3 (175 billion pa
 billion tokens, on 2020's V100 GPUs at $1.50 an hour):""",
         commands=(
             Command("gptlab cost"),
-            Command("gptlab cost --params small --tokens 2.5e6 --gpu H100"),
+            Command(f"gptlab cost --params {RUN} --tokens 2.05e6 --gpu H100"),
         ),
         outro="""\
-The second command is our `gptlab train`: 600 steps × 32 windows × 128 tokens ≈ 2.5 million
-tokens on the `small` shape, a fraction of a second of one H100's compute, a few minutes on a
+The second command is our `gptlab train`: 1,000 steps × 16 windows × 128 tokens ≈ 2 million
+tokens on the model it trained, a fraction of a second of one H100's compute, a few minutes on a
 laptop. Training GPT-3 took over ten billion times more arithmetic.""",
     ),
     Step(
@@ -446,7 +581,8 @@ token coloured by the probability the model gave it. Start it in one terminal:""
             Command(
                 f"""\
 curl -s http://127.0.0.1:{PORT}/v1/completions -H "Content-Type: application/json" \\
-  -d '{{"model": "python-stdlib", "prompt": "def ", "max_tokens": 30, "temperature": 0.8, "seed": 1}}' \\
+  -d '{{"model": "python-stdlib", "prompt": "def ", "max_tokens": 30, "temperature": 0.8, "seed": 1,
+       "token_healing": true}}' \\
   | python -m json.tool"""
             ),
             Command(
@@ -464,12 +600,14 @@ EOF"""
         ),
         outro="""\
 The server decodes with the same code as `gptlab sample`, so the same prompt, temperature and seed
-give the same text: compare the curl answer with the `--seed 1` sample of step 6. The streaming
+give the same text: compare the curl answer with the `--seed 1` sample of step 6. Token healing,
+on by default in `gptlab sample`, is something a request asks for on the server
+(`"token_healing": true`), since an OpenAI client expects its prompt to be taken as it is. The streaming
 client prints the tokens as they arrive, the way chat interfaces show an answer being written.
 
 That is the whole path, from one neuron on a 20×20 retina to a GPT answering over the same API as
 the big ones. The rest is scale: more layers, wider vectors, more text, more GPUs. Where to go from
-here: train longer (`--max-steps 3000`) or wider (`--preset mini`), train on your own text
+here: train longer (`--max-steps 3000`) or wider (`--preset llama-mini`), train on your own text
 (`--data`), look inside with `gptlab inspect`, or read `src/gptlab/model/gpt.py`, the whole GPT in one
 file.""",
     ),
@@ -509,13 +647,182 @@ def cut(lines: list[str], head: int, tail: int) -> list[str]:
     return [*lines[:head], f"[… {len(lines) - head - tail} lines cut …]", *lines[-tail:]]
 
 
-def shell_prelude() -> str:
+def shell_prelude(prefork: Prefork | None = None) -> str:
     python = shlex.quote(sys.executable)
+    if prefork is not None:  # gptlab and `python -` go to the forking server; anything else runs as usual
+        client = f"{python} -S -I {shlex.quote(str(prefork.client))} {shlex.quote(str(prefork.socket))}"
+        return (
+            f'gptlab() {{ {client} gptlab "$@"; }}\n'
+            f'python() {{ if [ "$*" = "-" ]; then {client} python -; else {python} "$@"; fi; }}\n'
+            "set -o pipefail\n"
+        )
     return (
         f'gptlab() {{ {python} -m gptlab "$@"; }}\n'
         f'python() {{ {python} "$@"; }}\n'
         "set -o pipefail\n"
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# --prefork: start each command from a process that has already imported PyTorch
+# ---------------------------------------------------------------------------------------------
+# Every `gptlab` command starts a Python that imports PyTorch, about 2 s of CPU before it does
+# anything; the fast run has some 35 of them. With --prefork (the default of --fast on Linux), one
+# server process imports gptlab and PyTorch once and forks a child per command: the `gptlab` shell
+# function runs a small stdlib-only client that hands the server its arguments, working folder,
+# environment and its stdin/stdout/stderr (file descriptors over a Unix socket); the child runs
+# `gptlab.cli.main.main(argv)` (or a `python -` script) on them and reports the exit code. The
+# server has run no PyTorch operation, so no OpenMP threads exist when it forks.
+
+PREFORK_CLIENT = """\
+import array, json, os, socket, sys
+
+path, kind, args = sys.argv[1], sys.argv[2], sys.argv[3:]
+with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as sock:
+    sock.connect(path)
+    request = json.dumps({"kind": kind, "argv": args, "cwd": os.getcwd(), "env": dict(os.environ)})
+    socket.send_fds(sock, [request.encode()], [0, 1, 2])
+    answer = sock.recv(64)
+sys.exit(int(answer) if answer else 1)  # no answer: the child died (a signal)
+"""
+
+
+@dataclass
+class Prefork:
+    """The forking server (see above) and where its client and socket are."""
+
+    folder: Path
+    process: subprocess.Popen
+
+    @property
+    def socket(self) -> Path:
+        return self.folder / "prefork.sock"
+
+    @property
+    def client(self) -> Path:
+        return self.folder / "client.py"
+
+    @classmethod
+    def start(cls, timeout: float = 120.0) -> Prefork:
+        folder = Path(tempfile.mkdtemp(prefix="gptlab-prefork-"))
+        (folder / "client.py").write_text(PREFORK_CLIENT, encoding="utf-8")
+        process = subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), "--prefork-server", str(folder / "prefork.sock")],
+            env=command_env(), stdin=subprocess.DEVNULL,
+        )
+        server = cls(folder, process)
+        deadline = time.monotonic() + timeout
+        while not server.socket.exists():
+            if process.poll() is not None or time.monotonic() > deadline:
+                server.stop()
+                raise RuntimeError("the prefork server did not start (its error is above)")
+            time.sleep(0.05)
+        return server
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def prefork_available() -> bool:
+    """Linux only: macOS has no SOCK_SEQPACKET Unix sockets and frowns on fork after imports."""
+    return sys.platform.startswith("linux") and hasattr(socket, "send_fds")
+
+
+def prefork_server(path: str) -> int:
+    """The server of --prefork: import, listen, fork a child per request, reap the children."""
+    import importlib
+
+    # what most commands import first (importing runs no PyTorch operation, so no thread starts)
+    for module in ("torch", "gptlab.cli.main", "gptlab.train.trainer", "gptlab.finetune.finetuner",
+                   "gptlab.generate.sampler", "matplotlib.pyplot"):
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            pass
+
+    stopping = False
+
+    def stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as listener:
+        listener.bind(path)
+        listener.listen(8)
+        listener.settimeout(0.2)
+        children: set[int] = set()
+        while not stopping:
+            for pid in list(children):  # reaped here, so their CPU time counts as this process's children's
+                if os.waitpid(pid, os.WNOHANG)[0]:
+                    children.discard(pid)
+            try:
+                conn, _ = listener.accept()
+            except (TimeoutError, socket.timeout, InterruptedError):
+                continue
+            try:
+                message, fds, _, _ = socket.recv_fds(conn, 1 << 20, 3)
+                request = json.loads(message)
+            except (OSError, ValueError):  # a client that died before it asked: nothing to run
+                conn.close()
+                continue
+            pid = os.fork()
+            if pid == 0:
+                listener.close()
+                _run_forked(conn, request, fds)  # never returns
+            conn.close()
+            for fd in fds:
+                os.close(fd)
+            children.add(pid)
+        for pid in children:
+            os.waitpid(pid, 0)
+    return 0
+
+
+def _run_forked(conn: socket.socket, request: dict, fds: list[int]) -> None:
+    """In the forked child: become the command, run it, send its exit code, exit."""
+    code = 1
+    try:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        for target, fd in enumerate(fds):
+            os.dup2(fd, target)
+            os.close(fd)
+        os.chdir(request["cwd"])
+        os.environ.clear()
+        os.environ.update(request["env"])
+        if request["kind"] == "gptlab":
+            from gptlab.cli.main import main
+
+            sys.argv = ["gptlab", *request["argv"]]
+            code = main(request["argv"])
+        else:  # python -: the script comes on stdin
+            sys.argv = ["-"]
+            source = sys.stdin.read()
+            exec(compile(source, "<stdin>", "exec"), {"__name__": "__main__"})  # noqa: S102 - the tutorial's own script
+            code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if isinstance(exc.code, str):
+            print(exc.code, file=sys.stderr)
+    except BaseException:  # noqa: BLE001 - as an uncaught exception would: a traceback and code 1
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            conn.send(str(code).encode())
+        finally:
+            os._exit(code)
 
 
 def command_env() -> dict[str, str]:
@@ -531,6 +838,7 @@ class CommandResult:
     returncode: int
     seconds: float
     output: list[str]
+    cpu_seconds: float | None = None  # CPU time of the command's processes (user + system), where known
 
 
 @dataclass
@@ -546,18 +854,30 @@ class StepResult:
         return self.error is None
 
 
-def run_command(text: str, workdir: Path, timeout: float) -> CommandResult:
-    start = time.monotonic()
+def children_cpu_seconds() -> float | None:
+    """User + system CPU time of the finished child processes so far (None on Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_command(text: str, workdir: Path, timeout: float, prefork: Prefork | None = None) -> CommandResult:
+    start, cpu_start = time.monotonic(), children_cpu_seconds()
     try:
         proc = subprocess.run(
-            ["bash", "-c", shell_prelude() + text], check=False, cwd=workdir, env=command_env(), timeout=timeout,
+            ["bash", "-c", shell_prelude(prefork) + text], check=False, cwd=workdir, env=command_env(), timeout=timeout,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
         returncode, raw = proc.returncode, proc.stdout.decode("utf-8", "replace")
     except subprocess.TimeoutExpired as exc:
         returncode = 124
         raw = (exc.stdout or b"").decode("utf-8", "replace") + f"\n[timed out after {timeout:.0f} s]"
-    return CommandResult(text, returncode, time.monotonic() - start, clean_output(raw, workdir))
+    cpu_end = children_cpu_seconds()
+    cpu = None if cpu_start is None or cpu_end is None or prefork is not None else cpu_end - cpu_start
+    return CommandResult(text, returncode, time.monotonic() - start, clean_output(raw, workdir), cpu)
 
 
 def free_port(preferred: int) -> int:
@@ -618,7 +938,8 @@ class Server:
         return CommandResult(self.text, self.proc.returncode, time.monotonic() - self.start, lines)
 
 
-def run_step(step: Step, workdir: Path, pictures_dir: Path, fast: bool, timeout: float) -> StepResult:
+def run_step(step: Step, workdir: Path, pictures_dir: Path, fast: bool, timeout: float,
+             prefork: Prefork | None = None) -> StepResult:
     result = StepResult(step)
     for path, content in step.files:
         (workdir / path).parent.mkdir(parents=True, exist_ok=True)
@@ -630,7 +951,7 @@ def run_step(step: Step, workdir: Path, pictures_dir: Path, fast: bool, timeout:
         if server is not None:
             server.wait_ready(timeout=120)
         for command in step.commands:
-            done = run_command(with_port(command.to_run(fast)), workdir, timeout)
+            done = run_command(with_port(command.to_run(fast)), workdir, timeout, prefork)
             done.output = cut(done.output, command.head, command.tail)
             result.commands.append(done)
             if done.returncode != 0:
@@ -684,7 +1005,15 @@ def machine() -> str:
     )
 
 
-SHOW_TIME_FROM = 20.0  # seconds: steps that take longer say how long they took
+SHOW_TIME_FROM = 20.0  # seconds (of CPU time, where known): commands that take longer say how long they took
+
+
+def took(done: CommandResult) -> str:
+    """Its wall-clock time, and its CPU time when the two differ (the command waited for the cores)."""
+    text = f"{duration(done.seconds)} here"
+    if done.cpu_seconds is not None and done.cpu_seconds < 0.8 * done.seconds:
+        text += f": {duration(done.cpu_seconds)} of CPU time, other work held the cores the rest of it"
+    return text
 
 
 def render_step(number: int, result: StepResult) -> str:
@@ -700,8 +1029,8 @@ def render_step(number: int, result: StepResult) -> str:
         parts += [code_block(done.command, "bash")]
         if done.output:
             parts.append(code_block(done.output, "text"))
-        if done.seconds >= SHOW_TIME_FROM:
-            parts.append(f"*(This took {duration(done.seconds)} here.)*")
+        if (done.seconds if done.cpu_seconds is None else done.cpu_seconds) >= SHOW_TIME_FROM:
+            parts.append(f"*(This took {took(done)}.)*")
     if result.server is not None and result.ok:
         parts += ["Meanwhile, in the server's terminal (stopped with Ctrl+C at the end):",
                   code_block(result.server.output, "text")]
@@ -720,7 +1049,44 @@ def load_average() -> float | None:
         return None
 
 
-def render_page(results: list[StepResult], fast: bool, total_seconds: float, loads: tuple[float | None, float | None]) -> str:
+def save_results(path: Path, results: list[StepResult], fast: bool, total_seconds: float,
+                 loads: tuple[float | None, float | None]) -> None:
+    """Everything the page shows that came from running the commands, so that ``--render`` can
+    write the page again (after an edit of the prose) without running them."""
+    def command(done: CommandResult) -> dict:
+        return {"command": done.command, "returncode": done.returncode, "seconds": done.seconds,
+                "output": done.output, "cpu_seconds": done.cpu_seconds}
+
+    path.write_text(json.dumps({
+        "fast": fast, "total_seconds": total_seconds, "loads": loads, "machine": machine(),
+        "steps": [{"id": r.step.id, "commands": [command(c) for c in r.commands],
+                   "server": command(r.server) if r.server is not None else None,
+                   "pictures": [path for path, _ in r.pictures], "error": r.error} for r in results],
+    }, indent=1, ensure_ascii=False), encoding="utf-8")
+
+
+def load_results(path: Path) -> tuple[list[StepResult], bool, float, tuple[float | None, float | None], str]:
+    """The results ``save_results`` wrote, on today's ``STEPS`` (their prose may have changed, their
+    commands must not: a changed command needs a new run)."""
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    steps = {step.id: step for step in STEPS}
+    results = []
+    for entry in saved["steps"]:
+        step = steps[entry["id"]]
+        commands = [CommandResult(**c) for c in entry["commands"]]
+        shown = [c.to_run(saved["fast"]) for c in step.commands]
+        if [c.command for c in commands] != shown[: len(commands)]:
+            raise SystemExit(f"{path}: the commands of step {step.id} changed since it ran; run it again")
+        captions = [caption for _, caption in step.pictures]
+        results.append(StepResult(
+            step, commands, CommandResult(**entry["server"]) if entry["server"] else None,
+            list(zip(entry["pictures"], captions, strict=True)), entry["error"],
+        ))
+    return results, saved["fast"], saved["total_seconds"], tuple(saved["loads"]), saved["machine"]
+
+
+def render_page(results: list[StepResult], fast: bool, total_seconds: float, loads: tuple[float | None, float | None],
+                machine_text: str | None = None) -> str:
     if fast:
         mode = ("> **Fast mode**: tiny settings (a 2-layer model trained for a few steps on 200 kB), "
                 "used by `tests/test_tutorial.py` to check that every step still runs. The real "
@@ -741,11 +1107,12 @@ def render_page(results: list[StepResult], fast: bool, total_seconds: float, loa
 This tutorial retraces, on a laptop, the path from Rosenblatt's perceptron to GPT: one neuron that
 learns to see, the wall it hit, the hidden layers and backpropagation that got past it, and then a
 real GPT trained from scratch on Python code, sampled one token at a time, opened up to look at its
-attention and probabilities, prompted, fine-tuned, counted, priced, and served over the OpenAI API.
+attention and probabilities, prompted, fine-tuned, exported, counted, priced, and served over the
+OpenAI API.
 
 {mode}
 
-It was generated on {machine()}; the {len(results)} steps took {duration(total_seconds)} in all,
+It was generated on {machine_text or machine()}; the {len(results)} steps took {duration(total_seconds)} in all,
 most of it training.{busy}
 
 ## Before you start
@@ -779,6 +1146,9 @@ def anchor(number: int, title: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--prefork-server"]:
+        return prefork_server(argv[1])
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--full", action="store_true", help="the real settings (several minutes of training)")
@@ -789,10 +1159,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep-going", action="store_true", help="go on after a failed step (the page says it failed)")
     parser.add_argument("--report", type=Path, help="also write a JSON summary of every step here")
     parser.add_argument("--timeout", type=float, help="seconds per command (default: 1800 full, 300 fast)")
+    parser.add_argument("--save-results", type=Path, metavar="FILE",
+                        help="also save every command's output here, for --render")
+    parser.add_argument("--render", type=Path, metavar="FILE",
+                        help="run nothing: write the page again from --save-results' FILE with today's prose "
+                        "(the pictures stay as they are)")
+    parser.add_argument("--prefork", action=argparse.BooleanOptionalAction, default=None,
+                        help="start the gptlab commands from one process that has imported PyTorch, forked "
+                        "for each (saves ~2 s of CPU per command; default: with --fast, where the OS can)")
     args = parser.parse_args(argv)
     timeout = args.timeout or (300.0 if args.fast else 1800.0)
+    use_prefork = (args.fast if args.prefork is None else args.prefork) and prefork_available()
 
     out: Path = args.out.resolve()
+    if args.render:
+        results, fast, total, loads, machine_text = load_results(args.render)
+        if fast != args.fast:
+            parser.error(f"{args.render} was made with --{'fast' if fast else 'full'}")
+        (out / "tutorial.md").write_text(render_page(results, fast, total, loads, machine_text), encoding="utf-8")
+        print(f"wrote {out / 'tutorial.md'} from {args.render}", file=sys.stderr)
+        return 0 if len(results) == len(STEPS) and all(r.ok for r in results) else 1
     pictures_dir = out / "tutorial"
     pictures_dir.mkdir(parents=True, exist_ok=True)
     for old in pictures_dir.glob("*.png"):
@@ -805,10 +1191,16 @@ def main(argv: list[str] | None = None) -> int:
 
     results: list[StepResult] = []
     start, load_at_start = time.monotonic(), load_average()
+    prefork = None
     try:
+        if use_prefork:
+            try:
+                prefork = Prefork.start()
+            except (OSError, RuntimeError) as exc:  # e.g. a socket path too long for AF_UNIX
+                print(f"--prefork is off: {exc}", file=sys.stderr)
         for step in STEPS:
             step_start = time.monotonic()
-            result = run_step(step, workdir, pictures_dir, args.fast, timeout)
+            result = run_step(step, workdir, pictures_dir, args.fast, timeout, prefork)
             results.append(result)
             status = "ok" if result.ok else f"FAILED: {result.error}"
             print(f"{step.id:12s} {time.monotonic() - step_start:6.1f} s  {status}", file=sys.stderr)
@@ -818,18 +1210,24 @@ def main(argv: list[str] | None = None) -> int:
                 if not args.keep_going:
                     break
     finally:
+        if prefork is not None:
+            prefork.stop()
         if not args.workdir and not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
     total = time.monotonic() - start
 
+    loads = (load_at_start, load_average())
     page = out / "tutorial.md"
-    page.write_text(render_page(results, args.fast, total, (load_at_start, load_average())), encoding="utf-8")
+    page.write_text(render_page(results, args.fast, total, loads), encoding="utf-8")
+    if args.save_results:
+        save_results(args.save_results, results, args.fast, total, loads)
     print(f"wrote {page} ({len(list(pictures_dir.glob('*.png')))} pictures) in {duration(total)}", file=sys.stderr)
     if args.report:
         args.report.write_text(json.dumps([
             {
                 "id": r.step.id, "ok": r.ok, "error": r.error,
-                "commands": [{"command": c.command, "returncode": c.returncode, "seconds": round(c.seconds, 1)}
+                "commands": [{"command": c.command, "returncode": c.returncode, "seconds": round(c.seconds, 1),
+                              "cpu_seconds": None if c.cpu_seconds is None else round(c.cpu_seconds, 1)}
                              for c in r.commands],
                 "pictures": [path for path, _ in r.pictures],
             }

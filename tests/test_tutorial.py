@@ -34,12 +34,12 @@ tutorial = load_script()
 def fast_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
     if shutil.which("bash") is None:
         pytest.skip("the tutorial's commands run with bash")
-    for module in ("matplotlib", "sklearn", "fastapi", "uvicorn", "openai"):  # the dev extras
+    for module in ("matplotlib", "sklearn", "fastapi", "uvicorn", "openai", "gguf", "tensorboard"):  # the dev extras
         pytest.importorskip(module)
     out = tmp_path_factory.mktemp("tutorial")
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), "--fast", "--out", str(out), "--workdir", str(out / "work"),
-         "--report", str(out / "report.json"), "--keep-going"],
+         "--report", str(out / "report.json"), "--save-results", str(out / "results.json"), "--keep-going"],
         capture_output=True, text=True, timeout=900, check=False,
     )
     assert (out / "report.json").is_file(), proc.stderr[-3000:]
@@ -64,6 +64,14 @@ def test_every_step_runs_in_fast_mode(fast_run: tuple[Path, subprocess.Completed
         assert f"<!-- step: {step.id} -->" in page
     assert "This step failed" not in page
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_the_page_is_rendered_again_from_saved_results(fast_run: tuple[Path, subprocess.CompletedProcess[str]],
+                                                      tmp_path: Path) -> None:
+    """--render writes the same page from the saved outputs, without running anything."""
+    out, _ = fast_run
+    assert tutorial.main(["--fast", "--out", str(tmp_path), "--render", str(out / "results.json")]) == 0
+    assert (tmp_path / "tutorial.md").read_text(encoding="utf-8") == (out / "tutorial.md").read_text(encoding="utf-8")
 
 
 def test_committed_page_shows_every_step_of_the_script() -> None:

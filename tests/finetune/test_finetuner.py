@@ -1,3 +1,4 @@
+import csv
 import json
 import random
 import subprocess
@@ -463,6 +464,35 @@ def test_cli_finetune_lora_and_merge(base, data, tmp_path, capsys):
     assert load_checkpoint(run).state["step"] == 8  # saved settings (base, data, LoRA) come back
     assert main(["finetune", str(base), "--data", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "x")]) == 1
     assert "no such file" in capsys.readouterr().err
+
+
+def test_cli_finetune_logs_to_tensorboard_and_csv_as_to_metrics_jsonl(base, data, tmp_path):
+    """--log-to on gptlab finetune: the same records as metrics.jsonl, read back with TensorBoard's
+    own reader and csv (as the training test does)."""
+    pytest.importorskip("tensorboard")
+    from tests.train.test_tracking import event_scalars
+
+    run = tmp_path / "run"
+    assert main(["finetune", str(base), "--data", str(data), "--out", str(run), "--max-steps", "4",
+                 "--eval-interval", "2", "--log-interval", "2", "--batch-size", "4", "--no-progress", "--lora",
+                 "--lora-rank", "2", "--log-to", "tensorboard,csv"]) == 0
+    metrics = read_metrics(run / "metrics.jsonl")
+    train = [m for m in metrics if "loss" in m]
+    val = [m for m in metrics if "val_loss" in m]
+    assert [m["step"] for m in train] == [2, 4] and [m["step"] for m in val] == [0, 2, 4]  # step 0: the base
+    scalars = event_scalars(run / "tensorboard")
+    assert {"train/loss", "train/lr", "train/epoch", "train/trained_tokens_per_s", "val/loss",
+            "time/elapsed_s"} <= set(scalars)
+    assert [(s, pytest.approx(v, rel=1e-6)) for s, v in scalars["train/loss"]] == [(m["step"], m["loss"]) for m in train]
+    assert [(s, pytest.approx(v, rel=1e-6)) for s, v in scalars["val/loss"]] == [(m["step"], m["val_loss"]) for m in val]
+    with open(run / "metrics.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows] == [m["step"] for m in metrics]
+    assert [float(r["train/lr"]) for r in rows if r["train/lr"]] == [m["lr"] for m in train]
+    assert [float(r["val/loss"]) for r in rows if r["val/loss"]] == [m["val_loss"] for m in val]
+    assert json.loads((run / "finetune_config.json").read_text())["log_to"] == ["tensorboard", "csv"]
+    with pytest.raises(ConfigError, match="unknown tracker 'mlflow'"):
+        FinetuneConfig(base=str(base), data=str(data), log_to="csv,mlflow")
 
 
 def test_adapter_on_the_wrong_base_is_refused(base, data, tmp_path):

@@ -247,3 +247,52 @@ def test_tokenize_round_trip(http):
     special = http.post("/tokenize", json={"prompt": "<|endoftext|>"}).json()["count"]
     literal = http.post("/tokenize", json={"prompt": "<|endoftext|>", "add_special_tokens": False}).json()["count"]
     assert special == 1 and literal == len("<|endoftext|>")
+
+
+def test_logprobs_text_offsets_count_the_characters_token_healing_spells_again(corpus_text, free_port):
+    """With token_healing the first token spells the prompt's last characters again (` name` for
+    `def `, on a byte-level BPE): text_offset are still offsets into the returned text, streamed
+    or not (a token that starts before the completion at 0); with echo (the prompt scored as sent,
+    unhealed) they count from the start of the prompt."""
+    import torch
+
+    from gptlab.data.tokenizer import train_bpe_tokenizer
+    from gptlab.model import GPT, GPTConfig
+    from tests.server.test_chat_template import serve
+
+    bpe = train_bpe_tokenizer([corpus_text], vocab_size=400)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=bpe.vocab_size, block_size=64, n_layer=1, n_head=2, n_embd=32))
+    data = torch.tensor(bpe.encode(corpus_text))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for _ in range(40):  # enough to write whole characters, not stray bytes
+        starts = torch.randint(0, len(data) - 33, (8,))
+        _, loss = model(torch.stack([data[i:i + 32] for i in starts]), torch.stack([data[i + 1:i + 33] for i in starts]))
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.eval()
+    server, thread, url = serve(lambda: (model, bpe, None), free_port)
+    try:
+        client = openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0)
+        prompt = "    def "
+        kwargs = dict(model="own", prompt=prompt, max_tokens=12, temperature=0, logprobs=1,
+                      extra_body={"token_healing": True, "ignore_eos": True})
+        choice = client.completions.create(**kwargs).choices[0]
+        tokens, text = choice.logprobs.tokens, choice.text
+        spelled = "".join(tokens)
+        healed = len(spelled) - len(text)  # the prompt's characters the tokens spell again
+        assert healed == 1 and spelled == " " + text and len(tokens) == 12
+        expected = [max(0, len("".join(tokens[:i])) - healed) for i in range(12)]
+        assert choice.logprobs.text_offset == expected
+        assert all(text[offset:] == "".join(tokens[i:]) for i, offset in enumerate(expected) if i > 0)
+        chunks = list(client.completions.create(**kwargs, stream=True))
+        assert "".join(c.choices[0].text for c in chunks) == text
+        assert [o for c in chunks if c.choices[0].logprobs for o in c.choices[0].logprobs.text_offset] == expected
+        out = client.completions.create(**kwargs, echo=True)
+        lp, n_prompt = out.choices[0].logprobs, out.usage.prompt_tokens
+        assert out.choices[0].text.startswith(prompt) and lp.text_offset[n_prompt] == len(prompt)
+        assert lp.text_offset == [len("".join(lp.tokens[:i])) for i in range(len(lp.tokens))]
+    finally:
+        server.should_exit = True
+        thread.join(30)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from gptlab.cli.args import add_dataclass_flags
+from gptlab.cli.core import TRAIN_HELP
 
 FINETUNE_HELP: dict[str, str] = {
     "out": "run directory (default: runs/<base name>-finetune, or -lora)",
@@ -37,6 +38,7 @@ FINETUNE_HELP: dict[str, str] = {
     "device": "auto (cuda, then mps, then cpu), cpu, cuda, mps",
     "dtype": "auto (bf16 autocast on CUDA), float32 or bfloat16",
     "progress": "show a progress bar",
+    "log_to": TRAIN_HELP["log_to"],  # the same trackers as gptlab train
 }
 NOT_FLAGS = ("base", "data", "lora")
 

@@ -14,6 +14,7 @@ from typing import Any
 from gptlab.model.config import check_positive_ints, dataclass_from_dict
 from gptlab.errors import ConfigError
 from gptlab.train.config import check_optimization_settings
+from gptlab.train.tracking import parse_trackers
 
 # The four projections of every block: q/k/v, attention output, MLP up and down.
 DEFAULT_LORA_TARGETS: tuple[str, ...] = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
@@ -96,8 +97,10 @@ class FinetuneConfig:
     device: str = "auto"
     dtype: str = "auto"
     progress: bool = True
+    log_to: list[str] = dataclasses.field(default_factory=list)  # trackers beside metrics.jsonl (train/tracking.py)
 
     def __post_init__(self) -> None:
+        self.log_to = parse_trackers(self.log_to)  # "tensorboard,csv" or a list of names
         if isinstance(self.lora, dict):
             self.lora = LoRAConfig.from_dict(self.lora)
         check_positive_ints(self, ("batch_size", "grad_accum", "eval_interval", "log_interval", "checkpoint_interval",

@@ -18,6 +18,9 @@ With ``restore_best`` (the default) each new lowest val loss saves the trained w
 
 The loss of a step is the mean over its trained tokens (micro-batches weighted by their token
 counts), so gradient accumulation matches one big batch.
+
+Every record written to ``metrics.jsonl`` also goes to the ``log_to`` trackers (TensorBoard, CSV,
+W&B: :mod:`gptlab.train.tracking`, as in pre-training).
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ from gptlab.train.checkpoint import (
 from gptlab.train.lock import RunLock, lock_run
 from gptlab.train.metrics_log import METRICS_FILE, MetricsLog
 from gptlab.train.signals import StopOnSignal
+from gptlab.train.tracking import Tracking
 from gptlab.errors import CheckpointError, ConfigError, DataError, TokenizerError
 from gptlab.fileio import atomic_write, atomic_write_text, remove_leftovers
 from gptlab.finetune.config import FinetuneConfig
@@ -150,9 +154,12 @@ class Finetuner:
         resume_from: Checkpoint | None = None,
         chat_template: ChatTemplate | None = None,
         lock: RunLock | None = None,
+        tracking: Tracking | None = None,
     ) -> None:
         self.cfg = cfg
         self.run_dir = Path(run_dir)
+        # --log-to trackers: every metrics.jsonl record goes to them too (checked before the run dir exists)
+        self.tracking = tracking if tracking is not None else Tracking(cfg.log_to, self.run_dir, cfg.to_dict())
         self.lock = lock  # held for as long as this fine-tuner lives (released with it)
         self.metrics = MetricsLog(self.run_dir / METRICS_FILE)
         self.device = resolve_device(cfg.device)
@@ -275,6 +282,7 @@ class Finetuner:
         return path
 
     def _log(self, record: dict[str, Any]) -> None:
+        self.tracking.log(record)
         self.metrics.append(record)
 
     def _eval_and_log(self, start: float) -> None:
@@ -371,6 +379,7 @@ class Finetuner:
             (self.run_dir / BEST_FILE).unlink(missing_ok=True)
         if not stop.requested:
             _plot_if_possible(self.run_dir)
+        self.tracking.close()
         return FinetuneResult(
             self.run_dir, self.step, last_loss, self.last_val, self.base_val, self.best_val, self.best_step,
             self.stopped_early, time.perf_counter() - start, self.adapter_dir, self.weights_step, stop.signal,
@@ -469,6 +478,7 @@ def _build_finetuner(cfg: FinetuneConfig, resume: bool, run_dir: Path, lock: Run
         raise CheckpointError(f"{run_dir}: nothing to resume (no checkpoint)")
     if not resume and exists:
         raise CheckpointError(f"{run_dir} already holds a run: pass --resume to continue it, or --out for a new one")
+    tracking = Tracking(cfg.log_to, run_dir, cfg.to_dict())  # a missing package stops us here
     torch.manual_seed(cfg.seed)
     added: list[str] = []
     ckpt: Checkpoint | None = None
@@ -524,7 +534,7 @@ def _build_finetuner(cfg: FinetuneConfig, resume: bool, run_dir: Path, lock: Run
     atomic_write_text(run_dir / CONFIG_FILE, json.dumps(cfg.to_dict(), indent=2) + "\n")
     return Finetuner(cfg, model, tokenizer, data, run_dir, base_fingerprint=fingerprint, base_path=base_path,
                      added_tokens=added,
-                     resume_from=ckpt, chat_template=chat_template, lock=lock)
+                     resume_from=ckpt, chat_template=chat_template, lock=lock, tracking=tracking)
 
 
 def load_finetuned(path: str | Path, *, base: str | Path | None = None, device: str | torch.device = "cpu") -> GPT:

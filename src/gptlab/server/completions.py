@@ -64,7 +64,7 @@ class CompletionWriter:
             logprobs = None
             if self.body.logprobs is not None:
                 logprobs = self._logprobs(choice, choice.token_events, echo=self.body.echo,
-                                          offsets=OffsetCounter(self.texts), text_length=len(text))
+                                          offsets=OffsetCounter(self.texts), text_length=len(text), first=True)
             choices.append(CompletionChoice(index=choice.index, text=text, logprobs=logprobs,
                                             finish_reason=choice.finish_reason))  # type: ignore[arg-type]
         return CompletionResponse(id=self.id, created=self.created, model=self.model, choices=choices,
@@ -72,14 +72,16 @@ class CompletionWriter:
 
     def _logprobs(
         self, choice: Choice, events: Sequence[TokenEvent], *, echo: bool, offsets: OffsetCounter,
-        text_length: int | None = None,
+        text_length: int | None = None, first: bool = False,
     ) -> CompletionLogprobs:
+        """``first``: these events start the choice (token healing's back-up applies to them)."""
         prompt = self.prompt_of(choice)
         return completion_logprobs(
             self.texts, offsets, events,
             prompt_ids=prompt.ids if echo else (),
             prompt_logprobs=choice.stream.prompt_logprobs if echo else None,
             text_length=text_length,
+            healed_chars=choice.stream.healed_chars if first else 0,
         )
 
     async def stream(self, gen: Generation) -> AsyncIterator[bytes]:
@@ -90,7 +92,8 @@ class CompletionWriter:
         frames = {c.index: self._text_frames(c.index) for c in gen.choices}
         try:
             async for choice, event in gen.events():
-                echo = self.body.echo and choice.index not in started
+                first = choice.index not in started
+                echo = self.body.echo and first
                 started.add(choice.index)
                 if not echo and self.body.logprobs is None and event.finish_reason is None:
                     if event.text:  # the common chunk: only its text varies
@@ -100,7 +103,7 @@ class CompletionWriter:
                 shown = [] if event.token_id is None or choice.is_stop_token(event) else [event]
                 logprobs = None
                 if self.body.logprobs is not None:
-                    logprobs = self._logprobs(choice, shown, echo=echo, offsets=offsets[choice.index])
+                    logprobs = self._logprobs(choice, shown, echo=echo, offsets=offsets[choice.index], first=first)
                 if not text and not (logprobs and logprobs.tokens) and event.finish_reason is None:
                     continue
                 chunk = CompletionChoice(index=choice.index, text=text, logprobs=logprobs,

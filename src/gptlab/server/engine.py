@@ -85,6 +85,7 @@ class RequestStream:
         self.cancelled = False
         self.prompt_logprobs: list[float | None] | None = None
         self.prompt_tokens = 0
+        self.healed_chars = 0  # characters of the prompt's tail that token healing has the first tokens spell again
         self.completion_tokens = 0
 
     def cancel(self) -> None:
@@ -126,6 +127,7 @@ class _Sequence:
         healed = heal_prompt_if(tokenizer, request.prompt_ids, request.params,
                                 enabled=not request.prompt_logprobs)
         self.prompt_ids = healed.prompt_ids
+        stream.healed_chars = healed.backed_up
         self.text = TextStream(tokenizer, request.stop, skip=healed.backed_up, include_stop=request.include_stop)
         self.sampler = SequenceSampler(request.params, vocab, device, healed.constraint(),
                                        prompt_ids=healed.prompt_ids)

@@ -2,7 +2,8 @@
 
 A token's text is its UTF-8 bytes; a token that holds part of a character (byte-level BPE, or a
 char tokenizer's byte fallback) is shown as ``bytes:\\xe2\\x80`` in completions, as OpenAI does,
-and chat logprobs carry the raw ``bytes``. ``text_offset`` counts characters of the returned text.
+and chat logprobs carry the raw ``bytes``. ``text_offset`` counts characters of the returned text
+(from the start of the prompt with ``echo``, else of the completion), token healing included.
 """
 
 from __future__ import annotations
@@ -74,16 +75,25 @@ class TokenTexts:
 
 
 class OffsetCounter:
-    """Character offset of each token in the text the tokens decode to, one token at a time."""
+    """Character offset of each token in the text the tokens decode to, one token at a time.
+
+    :meth:`back_up` steps back over characters that the next tokens spell again (token healing:
+    the first generated token re-spells the prompt's tail). Offsets never go below 0: a token that
+    starts before the returned text (the healed prompt tail, when the prompt is not echoed) is
+    placed where its shown part begins."""
 
     def __init__(self, texts: TokenTexts, start: int = 0) -> None:
         self.texts = texts
         self.position = start
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
 
+    def back_up(self, chars: int) -> None:
+        """The next tokens start ``chars`` characters earlier: they spell those again."""
+        self.position -= chars
+
     def advance(self, token_id: int) -> int:
         """The offset where ``token_id`` starts; then move past it."""
-        offset = self.position
+        offset = max(self.position, 0)
         self.position += len(self._decoder.decode(self.texts.bytes(token_id)))
         return offset
 
@@ -95,12 +105,15 @@ def completion_logprobs(
     prompt_ids: Sequence[int] = (),
     prompt_logprobs: Sequence[float | None] | None = None,
     text_length: int | None = None,
+    healed_chars: int = 0,
 ) -> CompletionLogprobs:
     """Completions ``logprobs``: prompt tokens first (echo), then generated tokens.
 
     ``top_logprobs`` maps each alternative's string to its log-prob and always includes the chosen
     token (up to k + 1 entries, as OpenAI); offsets are clamped to ``text_length`` (a stop string
-    may cut the text inside the last tokens).
+    may cut the text inside the last tokens). ``healed_chars`` (given with the first generated
+    tokens) is how much of the prompt's end token healing made them spell again: they start that
+    many characters earlier.
     """
     out = CompletionLogprobs(tokens=[], token_logprobs=[], top_logprobs=[], text_offset=[])
     limit = text_length if text_length is not None else float("inf")
@@ -110,6 +123,7 @@ def completion_logprobs(
         out.token_logprobs.append(logprob)
         out.top_logprobs.append(None if logprob is None else {texts.string(token): logprob})
         out.text_offset.append(int(min(offsets.advance(token), limit)))
+    offsets.back_up(healed_chars)
     for event in events:
         assert event.token_id is not None
         chosen = texts.string(event.token_id)
