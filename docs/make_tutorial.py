@@ -237,9 +237,11 @@ of neighbouring pieces that occurs most often in the training text into a new pi
 vocabulary has the size you want. Frequent words and code idioms become single tokens; anything
 else can still be spelled out in bytes, so any text at all can be encoded.
 
-Our corpus is Python: the source of the standard library of the Python you are running (no
-download). `gptlab prepare` learns a 2,048-token vocabulary from it and turns the text into token
-ids, stored as flat binary files ready for training:""",
+Our corpus is Python: the functions of the standard library of the Python you are running (no
+download), every `def` and method cut out of its file and moved to column 0, one document each,
+so that the model sees where a function begins and where it ends. `gptlab prepare` learns a
+2,048-token vocabulary from them and turns the text into token ids, stored as flat binary files
+ready for training:""",
         commands=(
             Command(
                 "gptlab prepare --tokenizer bpe --vocab-size 2048 --out data/stdlib",
@@ -280,9 +282,10 @@ the next token. The loss is the cross-entropy, −log of the probability it gave
 backpropagation and gradient descent do the rest (here with Muon, an optimizer from 2024, for the
 weight matrices, and AdamW for the rest). No labels are needed: the text is its own teacher.
 
-With no arguments, `gptlab train` does the whole job: it reads the standard library, trains a
-2,048-token tokenizer, trains the `llama-small` model (built as today's open models are: RMSNorm,
-rotary positions, a SwiGLU MLP, grouped-query attention; 4 blocks, 4 attention heads, vectors of
+With no arguments, `gptlab train` does the whole job: it reads the standard library's functions,
+trains a 2,048-token tokenizer, trains the `qwen3-small` model (built as today's open models are:
+RMSNorm, rotary positions, a SwiGLU MLP, grouped-query attention, and, as in Qwen3, a norm on each
+head's queries and keys; 4 blocks, 4 attention heads, vectors of
 128 numbers, a context of 128 tokens, 1.3 million weights) for 1,000 steps of 16 windows, and
 prints a sample of the Python it learned to write. `--log-to tensorboard,csv` also writes the
 metrics for TensorBoard and as a table:""",
