@@ -303,9 +303,10 @@ metrics for TensorBoard and as a table:""",
         outro=f"""\
 The loss starts near ln(2048) ≈ 7.6, the loss of a model that knows nothing and gives every token
 the same probability, and falls as the model learns the statistics of Python. The validation loss
-is measured on files the model never trained on. The sample looks like Python from a distance,
-with indentation, comments and docstrings, and falls apart up close, with invented words: this
-model has seen about 2 million tokens (1,000 × 16 × 128), a speck of what GPT-2 saw. Everything
+is measured on the functions of files the model never trained on. The sample looks like Python
+from a distance, with docstrings, indentation and calls, and falls apart up close, with invented
+words; each function ends with `<|endoftext|>`, as every document of the corpus does, and the
+sample goes on with the next one. This model has seen about 2 million tokens (1,000 × 16 × 128), a speck of what GPT-2 saw. Everything
 lands in `{RUN}/`: the checkpoint, the tokenizer, the metrics (`metrics.jsonl`, and with
 `--log-to` `metrics.csv` and `tensorboard/`) and the loss curve. `tensorboard --logdir {RUN}`
 shows the same curves in a browser, as it would for any PyTorch or Hugging Face run.""",
@@ -339,8 +340,9 @@ model has rarely seen, and it has to go on from there. Token healing, on by defa
 `gptlab sample`, backs the prompt up by that token and lets the first new token be any token that
 starts with a space: the model spells the space again together with a name, the way it learned to
 (the text printed still starts after the prompt). Here the two greedy texts part at once: healed,
-the model picked `get` and then fell into a loop, as greedy decoding often does; unhealed, it went
-on from the lone space with `join`. One text shows little either way; over many samples, healing
+the model wrote `_get_name(self):` and a docstring that goes round in circles, as greedy decoding
+often does; unhealed, it went on from the lone space with `join(self.formatMessage)`, which is
+not Python. One text shows little either way; over many samples, healing
 keeps the model on ground it knows ([sampling](sampling.md#token-healing): early in training, 46
 of 50 samples put a name after `def ` with healing, 20 of 50 without).""",
     ),
@@ -395,8 +397,9 @@ final layer, as if the model stopped there, and shows what it would predict:""",
         pictures=(("runs/inspect/lens.png", "top prediction after each layer"),),
         outro="""\
 The last row is the model's real prediction; the rows above show it taking shape. After ` os`
-the first block already bets on `.` (as in `os.path`), almost surely, and only the last block
-changes its mind for a line break: `import os` is usually a line of its own. The row read straight
+every block bets on `.` (as in `os.path`), almost surely: this model has read `os` inside
+functions, mostly as `os.path...`, and hardly ever `import os` on a line of its own, since the
+imports at the top of a file are not part of its corpus. The row read straight
 after the embeddings says little here, as this Llama-style model has an output layer of its own.
 In GPT-2, whose output layer shares its weights with the embedding table, that row "predicts" the
 token being read, since each token's vector is most similar to itself.""",
@@ -466,9 +469,11 @@ not the prompt; the validation loss before the first step is the base model's, f
 that are longer than the model's context of 128 tokens.
 
 The last two commands give the model, before and after fine-tuning, the same signature and
-docstring, and stop at the first blank line. The base model has read many docstrings followed by
-anything at all; the fine-tuned one has learned that a body comes next. Its code is not correct,
-nobody would expect that of a model this size, but it has learned the task's shape.""",
+docstring, and stop at the first blank line. Trained on whole functions, the
+base model already knows that a body follows a docstring, and here both write the same short line.
+What the fine-tuning changed shows in the loss on bodies it never trained on, 2.70 before and 2.20
+after: it predicts bodies better on average, not this one. Its code is not correct, nobody would
+expect that of a model this size, but it has the task's shape.""",
     ),
     Step(
         id="instructions",
@@ -484,7 +489,7 @@ shapes. Stanford's Alpaca (2023) gives each example an `instruction`, an optiona
             Command(SHOW_LAYOUT),
             Command(
                 f"gptlab finetune {RUN} --data alpaca.json --max-steps 60 --learning-rate 1e-3 --val-fraction 0.25 "
-                "--out runs/alpaca --log-to csv",
+                "--eval-interval 10 --out runs/alpaca --log-to csv",
                 fast="--max-steps 4",
             ),
             Command(
@@ -503,9 +508,10 @@ metrics as `metrics.jsonl` to `runs/alpaca/metrics.csv`, ready for a spreadsheet
 This time every weight trains (no `--lora`): pre-training never showed the model `<|im_end|>`,
 so the output layer's row for it has to learn too, and a LoRA adapter leaves that layer frozen.
 Six examples of one pattern are enough for the model to pick up the shape of the answer, one line
-that starts with `import` and then ends the turn (the sample stops there, at `--stop`); which
-module to name, a word it would have to copy from the question, is beyond a model this small and
-this little data. Real instruction sets hold tens of thousands of examples: the same files and the
+with `import` and then the end of the turn (the sample stops there, at `--stop`); it indents the
+line, as every `import` it read in pre-training was inside a function, and which module to name,
+a word it would have to copy from the question, is beyond a model this small and this little
+data: it names another one. Real instruction sets hold tens of thousands of examples: the same files and the
 same command, only longer.""",
     ),
     Step(

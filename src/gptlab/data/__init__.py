@@ -1,7 +1,9 @@
 """Stage 1, text to tokens: the corpus, the tokenizers, token shards and the windows that training reads.
 
-- :mod:`~gptlab.data.corpus` — the default corpus (the Python standard library's own source) and
+- :mod:`~gptlab.data.corpus` — the default corpus (the Python standard library's functions) and
   any folder or file of text, split into train and validation documents;
+- :mod:`~gptlab.data.functions` — a Python source cut into its functions and methods, dedented:
+  the default corpus's documents;
 - :mod:`~gptlab.data.tokenizer` — character and byte-level BPE tokenizers, saved as ``tokenizer.json``;
 - :mod:`~gptlab.data.shards` — :func:`prepare` writes token shards with a manifest;
   :class:`WindowSampler` draws the sliding windows (input, target shifted by one) a step trains on;
