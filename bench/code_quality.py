@@ -27,7 +27,9 @@ Given a run directory written by ``gptlab train``, the script prints:
    bracket, a string or a comment does not end it. It also ends at ``<|endoftext|>``, or
    not at all: a sample that runs out of new tokens before its function ends counts as not parsing
    (``truncated``). It parses when ``ast.parse`` accepts the cut text and its first statement is a
-   ``def`` / ``async def``.
+   ``def`` / ``async def``. Of those, the ones Python's compiler also accepts are counted too: the
+   parser lets through a few errors that ``compile()`` catches (a duplicate argument name,
+   ``nonlocal`` with nothing to bind, ``await`` outside ``async def``).
 3. **What the run cost**: its training wall time (the ``elapsed`` field of ``metrics.jsonl``, summed
    over resumed segments), steps, parameters and tokenizer vocabulary.
 
@@ -313,6 +315,23 @@ def parse_error(source: str) -> str | None:
     return None
 
 
+def compile_error(source: str) -> str | None:
+    """For a function that parses: None if Python's compiler also accepts it, else why not. The
+    compiler checks what the parser leaves alone (a duplicate argument, ``nonlocal`` with nothing
+    to refer to, ``await`` outside ``async def``)."""
+    code = "if 1:\n" + source if _indent(source) > 0 else source
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            compile(code, "<sample>", "exec", dont_inherit=True)
+    except SyntaxError as e:
+        message = re.sub(r"'[^']*'", "NAME", re.sub(r"line \d+", "line N", e.msg or ""))
+        return f"{type(e).__name__}: {message}"  # names stripped, so that errors of a kind add up
+    except (ValueError, RecursionError, MemoryError) as e:
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
 TRUNCATED = "truncated: out of new tokens before the function ended"
 
 
@@ -323,10 +342,15 @@ class FunctionSample:
     stop: str  # "end" (the function ended), "eot" (<|endoftext|>), "length" (out of new tokens)
     new_tokens: int
     error: str | None  # None: it parses
+    compile_error: str | None = None  # for one that parses: None when it also compiles
 
     @property
     def parses(self) -> bool:
         return self.error is None
+
+    @property
+    def compiles(self) -> bool:
+        return self.error is None and self.compile_error is None
 
 
 def sample_function(
@@ -361,7 +385,7 @@ def sample_function(
         text, stop = text[:end], "end"
     error = TRUNCATED if stop == "length" else parse_error(text)
     seed = None if params.temperature == 0 else params.seed
-    return FunctionSample(seed, text, stop, len(tokens), error)
+    return FunctionSample(seed, text, stop, len(tokens), error, compile_error(text) if error is None else None)
 
 
 def _error_kind(error: str) -> str:
@@ -458,6 +482,11 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
           f"seeds {args.seed}..{args.seed + args.samples - 1}, up to {new_tokens} new tokens; the function "
           f"ended {stops['end']}, <|endoftext|> {stops['eot']}, out of tokens {stops['length']}) "
           f"in {sampled_s:.1f} s")
+    n_compile = sum(s.compiles for s in samples)
+    compile_errors = collections.Counter(s.compile_error for s in samples if s.compile_error is not None)
+    print(f"  of which compile: {n_compile}/{len(samples)}"
+          + (f" (the compiler refused {', '.join(f'{n} × {e}' for e, n in compile_errors.most_common(3))})"
+             if compile_errors else ""))
     print(f"parse rate (greedy): {_percent(int(greedy.parses), 1)}  "
           f"({'parses' if greedy.parses else greedy.error}; stop {greedy.stop})")
     if errors:
@@ -478,10 +507,10 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         "parse": {
             "prompt": args.prompt, "token_healing": args.token_healing, "temperature": args.temperature,
             "samples": len(samples),
-            "parsed": n_parse, "rate": n_parse / len(samples) if samples else None,
+            "parsed": n_parse, "rate": n_parse / len(samples) if samples else None, "compiled": n_compile,
             "max_new_tokens": new_tokens, "stops": dict(stops), "errors": dict(errors.most_common()),
-            "seconds": sampled_s, "greedy": asdict(greedy) | {"parses": greedy.parses},
-            "functions": [asdict(s) | {"parses": s.parses} for s in samples],
+            "seconds": sampled_s, "greedy": asdict(greedy) | {"parses": greedy.parses, "compiles": greedy.compiles},
+            "functions": [asdict(s) | {"parses": s.parses, "compiles": s.compiles} for s in samples],
         },
         "seconds": seconds,
     }

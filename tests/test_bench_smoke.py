@@ -157,6 +157,10 @@ def test_code_quality_cuts_functions_where_the_next_statement_starts(bench):
     assert cut(method + "  # a comment\n        y = 2\n    z\n") == method + "  # a comment\n        y = 2\n"
     assert cut("def f():\n    if a:\n        b\n    c\n  d\n") == "def f():\n    if a:\n        b\n    c\n"
     assert code_quality.parse_error(method) is None
+    # parsing is the protocol's measure; compiling is also reported, as the parser accepts some errors
+    assert code_quality.parse_error("def f(x, x):\n    pass\n") is None
+    assert code_quality.compile_error("def f(x, x):\n    pass\n").startswith("SyntaxError: duplicate argument")
+    assert code_quality.compile_error(method) is None
     assert code_quality.parse_error("    def f(self):\n        return 1\n") is None
     assert code_quality.parse_error("default = 1\n") == "not a def: Assign"
     assert code_quality.parse_error("def f(:\n").startswith("SyntaxError")
