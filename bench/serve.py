@@ -81,16 +81,31 @@ def build_checkpoint(directory: Path, args: argparse.Namespace) -> Path:
     return directory / "bench-model"
 
 
+_handed_out: set[int] = set()  # servers started together must not be given the same free port
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def start_server(run: Path, args: argparse.Namespace, log_path: Path, *, threads: int | None = -1,
                  wait_policy: str | None = None) -> tuple[subprocess.Popen, str]:
-    """``gptlab serve`` on a free port: ``threads`` -1 is ``--threads``, None leaves serve's default;
-    ``wait_policy`` sets ``$OMP_WAIT_POLICY`` (None: serve's choice)."""
+    """``gptlab serve`` on a free port, once it answers: see ``launch_server``."""
+    process, url = launch_server(run, args, log_path, threads=threads, wait_policy=wait_policy)
+    wait_until_healthy(process, url, log_path)
+    return process, url
+
+
+def launch_server(run: Path, args: argparse.Namespace, log_path: Path, *, threads: int | None = -1,
+                  wait_policy: str | None = None) -> tuple[subprocess.Popen, str]:
+    """``gptlab serve`` started on a free port (not yet answering): ``threads`` -1 is ``--threads``,
+    None leaves serve's default; ``wait_policy`` sets ``$OMP_WAIT_POLICY`` (None: serve's choice)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items()
            if k not in ("GPTLAB_API_KEY", "OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS")}
@@ -102,14 +117,18 @@ def start_server(run: Path, args: argparse.Namespace, log_path: Path, *, threads
                "--log-level", "warning", *(["--threads", str(threads)] if threads is not None else [])]
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
+    return process, f"http://127.0.0.1:{port}"
+
+
+def wait_until_healthy(process: subprocess.Popen, url: str, log_path: Path) -> None:
+    """Wait until the server at ``url`` answers /health (exit with its log if it dies first)."""
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise SystemExit(f"gptlab serve exited:\n{log_path.read_text()}")
         try:
             if httpx.get(url + "/health", timeout=2).status_code == 200:
-                return process, url
+                return
         except httpx.TransportError:
             pass
         time.sleep(0.1)
@@ -212,8 +231,11 @@ def shared_cpu(run: Path, args: argparse.Namespace, tmp: Path, body: dict[str, A
     body = {**body, "max_tokens": args.shared_tokens}
     servers = {}
     try:
+        # started together (nothing is timed while they load), then each waited for
         for i, (name, (threads, policy)) in enumerate(SHARED_SETUPS.items()):
-            servers[name] = start_server(run, args, tmp / f"shared-{i}.log", threads=threads, wait_policy=policy)
+            servers[name] = launch_server(run, args, tmp / f"shared-{i}.log", threads=threads, wait_policy=policy)
+        for i, (process, url) in enumerate(servers.values()):
+            wait_until_healthy(process, url, tmp / f"shared-{i}.log")
         quiet: dict[str, list[float]] = {name: [] for name in servers}
         busy: dict[str, list[float]] = {name: [] for name in servers}
         for name, (_, url) in servers.items():

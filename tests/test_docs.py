@@ -96,6 +96,46 @@ def run_block(block: Block, workdir: Path, timeout: float = 240) -> subprocess.C
     )
 
 
+@dataclass
+class SiteBuild:
+    """``mkdocs build --strict`` running in the background into ``site``."""
+
+    process: subprocess.Popen[bytes]
+    site: Path
+    log: Path
+
+    def result(self) -> tuple[int, str]:
+        """Wait for the build: its exit code and output."""
+        code = self.process.wait(timeout=240)
+        return code, self.log.read_text(encoding="utf-8", errors="replace")
+
+
+@pytest.fixture(scope="module")
+def site_build(tmp_path_factory: pytest.TempPathFactory):
+    """The site, built by a ``mkdocs build`` started as soon as a test asks for it; None when the
+    ``docs`` extra is not installed. test_getting_started_runs asks too, so that the build (one
+    process) runs while the page's commands (one process at a time) do."""
+    import importlib.util
+
+    if any(importlib.util.find_spec(m) is None for m in ("mkdocs", "material", "mkdocstrings_handlers")):
+        yield None
+        return
+    folder = tmp_path_factory.mktemp("mkdocs")
+    site, log = folder / "site", folder / "build.log"
+    env = command_env()
+    env["NO_MKDOCS_2_WARNING"] = "1"  # mkdocs-material's notice about its successor
+    with open(log, "wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mkdocs", "build", "--strict", "--config-file", str(ROOT / "mkdocs.yml"),
+             "--site-dir", str(site)],
+            cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )
+    yield SiteBuild(process, site, log)
+    if process.poll() is None:  # no test waited for it (deselected, or skipped)
+        process.kill()
+    process.wait()
+
+
 # ---------------------------------------------------------------------------------------------
 # getting-started.md
 
@@ -118,7 +158,7 @@ def test_every_block_of_getting_started_is_marked() -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_getting_started_runs(tmp_path: Path) -> None:
+def test_getting_started_runs(tmp_path: Path, site_build: SiteBuild | None) -> None:
     if shutil.which("bash") is None:
         pytest.skip("the page's commands run with bash")
     pytest.importorskip("matplotlib")  # `gptlab inspect` and `gptlab perceptron` draw pictures
@@ -166,19 +206,14 @@ def test_readme_links_into_the_docs_resolve() -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_mkdocs_build_strict(tmp_path: Path) -> None:
+def test_mkdocs_build_strict(site_build: SiteBuild | None) -> None:
     pytest.importorskip("mkdocs")
     pytest.importorskip("material")
     pytest.importorskip("mkdocstrings_handlers.python")
-    site = tmp_path / "site"
-    env = command_env()
-    env["NO_MKDOCS_2_WARNING"] = "1"  # mkdocs-material's notice about its successor
-    proc = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "--config-file", str(ROOT / "mkdocs.yml"),
-         "--site-dir", str(site)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=240, check=False,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    assert site_build is not None
+    code, output = site_build.result()
+    assert code == 0, output[-9000:]
+    site = site_build.site
     for page in ("index.html", "getting-started/index.html", "tutorial/index.html", "benchmarks/index.html",
                  "design/index.html", "api/model/index.html"):
         assert (site / page).is_file(), page

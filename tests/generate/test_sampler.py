@@ -58,9 +58,11 @@ def test_filter_logits_top_k_and_top_p():
 
 def test_samples_follow_the_softmax_distribution():
     probs = torch.tensor([0.5, 0.3, 0.15, 0.05])
-    logits = probs.log().repeat(20000, 1)
-    sampler = SequenceSampler(SamplingParams(temperature=1.0, seed=0), 4)
-    draws = torch.cat([sample_rows(logits[:1], [sampler]) for _ in range(len(logits))])
+    # 20,000 draws: 100 seeded sequences (rows of one batch), 200 steps each
+    samplers = [SequenceSampler(SamplingParams(temperature=1.0, seed=seed), 4) for seed in range(100)]
+    logits = probs.log().repeat(len(samplers), 1)
+    draws = torch.cat([sample_rows(logits, samplers) for _ in range(200)])
+    assert len(draws) == 20000
     freq = torch.bincount(draws, minlength=4).float() / 20000
     torch.testing.assert_close(freq, probs, atol=0.015, rtol=0)
 
@@ -161,8 +163,9 @@ def test_sample_rows_keeps_exactly_the_tokens_filter_logits_keeps():
 
 def test_sample_rows_draws_in_proportion_to_the_probabilities():
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.2]]))
-    sampler = SequenceSampler(SamplingParams(seed=1), 3)
-    counts = torch.bincount(torch.cat([sample_rows(logits, [sampler]) for _ in range(3000)]), minlength=3)
+    samplers = [SequenceSampler(SamplingParams(seed=seed), 3) for seed in range(1, 31)]  # 30 rows x 100 steps
+    draws = torch.cat([sample_rows(logits.expand(30, 3), samplers) for _ in range(100)])
+    counts = torch.bincount(draws, minlength=3)
     torch.testing.assert_close(counts / 3000, torch.tensor([0.5, 0.3, 0.2]), atol=0.03, rtol=0)
 
 

@@ -48,19 +48,37 @@ except SystemExit:
 """
 
 
-@pytest.mark.parametrize("args, preset, seen", [
-    (["serve", "--help"], None, "PASSIVE"),  # serve chooses, before torch loads libgomp
-    (["-v", "serve", "--help"], "ACTIVE", "ACTIVE"),  # the user's own setting wins
-    (["sample", "--help"], None, "None"),  # other commands leave OpenMP alone
-])
-def test_serve_sets_a_passive_openmp_wait_policy_before_torch_loads(args, preset, seen):
+WAIT_POLICY_CASES = {  # id -> (command line, $OMP_WAIT_POLICY set beforehand, the value torch sees)
+    "serve": (["serve", "--help"], None, "PASSIVE"),  # serve chooses, before torch loads libgomp
+    "serve-preset": (["-v", "serve", "--help"], "ACTIVE", "ACTIVE"),  # the user's own setting wins
+    "sample": (["sample", "--help"], None, "None"),  # other commands leave OpenMP alone
+}
+
+
+@pytest.fixture(scope="module")
+def spied_processes():
+    """The cases' processes, started together (each spends its seconds importing torch)."""
     import os
 
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    if preset is not None:
-        env["OMP_WAIT_POLICY"] = preset
-    out = subprocess.run([sys.executable, "-c", SPY, *args], env=env, capture_output=True, text=True,
-                         timeout=120, check=True).stdout
+    processes = {}
+    for case, (args, preset, _) in WAIT_POLICY_CASES.items():
+        env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+        if preset is not None:
+            env["OMP_WAIT_POLICY"] = preset
+        processes[case] = subprocess.Popen([sys.executable, "-c", SPY, *args], env=env, stdout=subprocess.PIPE,
+                                           stderr=subprocess.PIPE, text=True)
+    yield processes
+    for process in processes.values():
+        if process.poll() is None:
+            process.kill()
+        process.communicate()
+
+
+@pytest.mark.parametrize("case", WAIT_POLICY_CASES)
+def test_serve_sets_a_passive_openmp_wait_policy_before_torch_loads(spied_processes, case):
+    seen = WAIT_POLICY_CASES[case][2]
+    out, err = spied_processes[case].communicate(timeout=120)
+    assert spied_processes[case].returncode == 0, err
     assert f"OMP_WAIT_POLICY at torch import: {seen}" in out
 
 

@@ -160,10 +160,14 @@ def test_kill_9_then_resume_gives_identical_losses(corpus_file, tmp_path, kill_a
                 "--checkpoint-interval", "5", "--dropout", "0.1", "--no-progress", "--sample-tokens", "0",
                 *extra]
 
-    subprocess.run(command(tmp_path / "full"), check=True, capture_output=True)
-    killed_at = kill_at_first_checkpoint(command(tmp_path / "killed"), tmp_path / "killed", "training")
-    assert 0 < killed_at < 60
-    subprocess.run(command(tmp_path / "killed", "--resume"), check=True, capture_output=True)
+    # the uninterrupted run goes on beside the killed one and its resumption (their own processes:
+    # the same losses however they share the machine)
+    log = tmp_path / "full.log"
+    with open(log, "w") as out, subprocess.Popen(command(tmp_path / "full"), stdout=out, stderr=out) as full:
+        killed_at = kill_at_first_checkpoint(command(tmp_path / "killed"), tmp_path / "killed", "training")
+        assert 0 < killed_at < 60
+        subprocess.run(command(tmp_path / "killed", "--resume"), check=True, capture_output=True)
+        assert full.wait(timeout=120) == 0, log.read_text()[-3000:]
     assert len(losses(tmp_path / "full")) == 60
     assert losses(tmp_path / "killed") == losses(tmp_path / "full")
 
