@@ -92,7 +92,7 @@ def test_sigterm_saves_a_lora_run_and_resuming_is_bit_identical(base, data, tmp_
     def log_then_signal(record):
         log_record(record)
         if record.get("step") == 5 and "loss" in record:
-            os.kill(os.getpid(), signal.SIGTERM)
+            signal.raise_signal(signal.SIGTERM)  # to this thread, handled before it returns
 
     tuner._log = log_then_signal
     result = tuner.fit()

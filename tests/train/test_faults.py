@@ -310,7 +310,10 @@ def test_a_signal_saves_the_step_and_resuming_is_bit_identical(corpus_file, tmp_
     def log_then_signal(record):
         log_record(record)
         if record.get("step") == 7 and "loss" in record:
-            os.kill(os.getpid(), signum)  # arrives in the middle of the run, between two steps' work
+            # arrives in the middle of the run, between two steps' work; raise_signal sends it to this
+            # thread and runs the handler before returning (a signal sent to the process may land on
+            # one of torch's threads and reach Python later)
+            signal.raise_signal(signum)
 
     trainer._log = log_then_signal
     handler_before = signal.getsignal(signum)
@@ -333,8 +336,10 @@ def test_a_second_signal_stops_at_once(corpus_file, tmp_path):
     def log_then_interrupt_twice(record):
         log_record(record)
         if record.get("step") == 3 and "loss" in record:
-            os.kill(os.getpid(), signal.SIGINT)
-            os.kill(os.getpid(), signal.SIGINT)  # the second acts as Ctrl-C always does
+            # to this thread, each handled before the next is sent: two signals sent to the process
+            # can land on another thread and merge into one before Python sees them
+            signal.raise_signal(signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)  # the second acts as Ctrl-C always does
 
     trainer._log = log_then_interrupt_twice
     with pytest.raises(KeyboardInterrupt):
