@@ -302,13 +302,9 @@ def parse_error(source: str) -> str | None:
     try:
         with warnings.catch_warnings():  # e.g. SyntaxWarning: invalid escape sequence
             warnings.simplefilter("ignore")
-            tree = ast.parse("if 1:\n" + source if indented else source)
-    except SyntaxError as e:
-        message = re.sub(r"\s*\(detected at line \d+\)", "", e.msg or "")
-        message = re.sub(r"line \d+", "line N", message)
-        return f"{type(e).__name__}: {message}"
-    except (ValueError, RecursionError, MemoryError) as e:  # NUL bytes, absurd nesting
-        return f"{type(e).__name__}: {e}"
+            tree = ast.parse(_as_module(source))
+    except (SyntaxError, ValueError, RecursionError, MemoryError) as e:  # NUL bytes, absurd nesting
+        return _error_message(e)
     body = tree.body[0].body if indented else tree.body
     if not body or not isinstance(body[0], (ast.FunctionDef, ast.AsyncFunctionDef)):
         return "not a def: " + (type(body[0]).__name__ if body else "empty")
@@ -319,17 +315,31 @@ def compile_error(source: str) -> str | None:
     """For a function that parses: None if Python's compiler also accepts it, else why not. The
     compiler checks what the parser leaves alone (a duplicate argument, ``nonlocal`` with nothing
     to refer to, ``await`` outside ``async def``)."""
-    code = "if 1:\n" + source if _indent(source) > 0 else source
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            compile(code, "<sample>", "exec", dont_inherit=True)
-    except SyntaxError as e:
-        message = re.sub(r"'[^']*'", "NAME", re.sub(r"line \d+", "line N", e.msg or ""))
-        return f"{type(e).__name__}: {message}"  # names stripped, so that errors of a kind add up
-    except (ValueError, RecursionError, MemoryError) as e:
-        return f"{type(e).__name__}: {e}"
+            compile(_as_module(source), "<sample>", "exec", dont_inherit=True)
+    except (SyntaxError, ValueError, RecursionError, MemoryError) as e:
+        return _error_message(e, names=False)  # names stripped, so that errors of a kind add up
     return None
+
+
+def _as_module(source: str) -> str:
+    """``source`` as a module: an indented function (a method sampled without its class) goes
+    under ``if 1:``."""
+    return "if 1:\n" + source if _indent(source) > 0 else source
+
+
+def _error_message(error: Exception, names: bool = True) -> str:
+    """The error as ``Kind: message``, line numbers (and, with ``names=False``, quoted names)
+    replaced, so that errors of one kind count together."""
+    if not isinstance(error, SyntaxError):
+        return f"{type(error).__name__}: {error}"
+    message = re.sub(r"\s*\(detected at line \d+\)", "", error.msg or "")
+    message = re.sub(r"line \d+", "line N", message)
+    if not names:
+        message = re.sub(r"'[^']*'", "NAME", message)
+    return f"{type(error).__name__}: {message}"
 
 
 TRUNCATED = "truncated: out of new tokens before the function ended"
