@@ -140,7 +140,7 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
 
 
 QUALITY_RECIPE = [
-    "--device", "cuda", "--dtype", "bfloat16", "--compile", "--target", "1.47",
+    "--device", "cuda", "--dtype", "bfloat16", "--compile", "--target", "1.47", "--model", "{}",  # GPT-2's shape
     "--n-layer", "6", "--n-head", "6", "--n-embd", "384", "--block-size", "256", "--dropout", "0.2",
     "--batch-size", "64", "--optimizer", "adamw", "--lr", "1e-3", "--min-lr", "1e-4", "--warmup", "100", "--schedule-steps", "5000",
     "--beta2", "0.99", "--eval-interval", "250", "--eval-iters", "20", "--max-time", "600",

@@ -170,7 +170,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results["ratio"] = results["gptlab"]["ratio_vs_hf"]
     results["ceiling"] = results["gemms"]["ratio_vs_hf"]
     print(f"ceiling here (hf step / gemms-only step): {results['ceiling']:.2f}x")
-    print(f"gptlab / hf training throughput: {results['ratio']:.2f}x (target >= 1.5x)")
+    target = 1.5 if args.shape == "gpt2" else 1.2  # the targets set for each shape (bench/README)
+    print(f"gptlab / hf training throughput: {results['ratio']:.2f}x (target >= {target}x)")
+    if "gptlab+compile" in results:
+        print(f"compiled gptlab / hf: {results['gptlab+compile']['ratio_vs_hf']:.2f}x")
     return results
 
 

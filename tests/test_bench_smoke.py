@@ -77,6 +77,20 @@ def test_time_to_quality_runs(bench, tmp_path, corpus_file):
     assert (tmp_path / "ttq.json").exists()
 
 
+def test_time_to_quality_checks_once_when_the_schedule_ends(bench, tmp_path, corpus_file):
+    """The default protocol (the speedrun's): train the whole schedule, then one full validation."""
+    results = bench("time_to_quality").main([
+        str(corpus_file), "--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--block-size", "16",
+        "--batch-size", "8", "--schedule-steps", "6", "--warmup", "2", "--target", "0.1",
+        "--work-dir", str(tmp_path / "ttq"),
+    ])
+    assert results["steps"] == 6 and not results["reached"]  # 0.1 is out of reach: the schedule ran out
+    [point] = results["curve"]  # evaluated once, at the end, in full whatever the quick estimate said
+    assert point["step"] == 6 and point["val_full"] == results["final_val_loss"]
+    assert results["train_s"] + results["eval_s"] == pytest.approx(results["wall_s"])
+    assert 0 < results["eval_s"] < results["wall_s"]
+
+
 def test_gpu_train_throughput_runs_on_cpu(bench, capsys):
     results = bench("gpu_train").main(
         ["throughput", "--device", "cpu", "--preset", "tiny", "--batch-size", "2", "--steps", "2", "--warmup", "1"]

@@ -190,3 +190,23 @@ def test_cli_sample_with_few_shot_examples(tmp_path, tokenizer, capsys):
     assert main([*args[:-1], "300"]) == 0
     out = capsys.readouterr().out
     assert "cheese =>" in out and out.endswith("a" * 300 + "\n")
+
+
+def test_generation_stops_at_the_end_of_a_chat_turn():
+    """generate_text (so `gptlab sample`) ends at <|im_end|> as at <|endoftext|>, without a --stop."""
+    tokenizer = train_char_tokenizer(["ab"])
+    im_end = tokenizer.add_special_tokens([IM_END])[0]
+    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=32, n_layer=1, n_head=1, n_embd=8))
+    a = tokenizer.encode("a")[0]
+    with torch.no_grad():  # all zero but ln_f's bias e_0: every hidden state is e_0, the logits wte[:, 0]
+        for p in model.parameters():
+            p.zero_()
+        model.transformer.ln_f.bias[0] = 1.0
+        model.transformer.wte.weight[a, 0] = 3.0
+        model.transformer.wte.weight[im_end, 0] = 2.0
+    params = SamplingParams(max_new_tokens=5, temperature=0)
+    assert "".join(generate_text(model, tokenizer, "b", params)) == "aaaaa"
+    with torch.no_grad():
+        model.transformer.wte.weight[im_end, 0] = 4.0
+    assert "".join(generate_text(model, tokenizer, "b", params)) == ""
+    assert "".join(generate_text(model, tokenizer, "b", params, stop_at_eot=False)) == IM_END * 5

@@ -58,6 +58,28 @@ def test_matches_the_instantiated_model(cfg):
     assert c.neurons == linear_outputs
 
 
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+@pytest.mark.parametrize("cfg", [TINY_CONFIGS[0], GPTConfig(
+    vocab_size=40, block_size=8, n_layer=2, n_head=4, n_kv_head=2, n_embd=16, norm="rmsnorm", positions="rotary",
+    mlp="swiglu", mlp_hidden=24, bias=False, qk_norm=True, tie_embeddings=False)], ids=["gpt2", "qwen3"])
+def test_optimizer_memory_is_the_real_optimizer_state(cfg, optimizer):
+    """The state bytes `gptlab count` prints equal what the Trainer's optimizer holds after one step."""
+    import torch
+
+    from gptlab.model.gpt import GPT
+    from gptlab.train.trainer import TrainConfig, make_optimizer
+
+    model = GPT(cfg)
+    opt = make_optimizer(model, TrainConfig(optimizer=optimizer), torch.device("cpu"))
+    x = torch.randint(0, cfg.vocab_size, (2, cfg.block_size))
+    model(x, x)[1].backward()
+    opt.step()
+    held = sum(v.numel() * v.element_size() for state in opt.state.values()
+               for v in state.values() if torch.is_tensor(v) and v.dim() > 0)  # moments, not step counters
+    key = "adamw_state" if optimizer == "adamw" else "muon_state"
+    assert count_config(cfg).memory_bytes("fp32")[key] == held
+
+
 def test_matches_hugging_face_gpt2():
     cfg = TINY_CONFIGS[0]
     transformers = pytest.importorskip("transformers")

@@ -104,7 +104,8 @@ def format_count(source: str, c: ModelCount, note: str | None = None) -> str:
         f"  forward   {fwd:>22,}  ({fwd:.3e})   = 2·N + 2·n_layer·n_ctx·n_embd",
         f"  training  {train:>22,}  ({train:.3e})   = 3 × forward ≈ 6·N + 6·n_layer·n_ctx·n_embd",
         "",
-        "Memory for weights and AdamW (2 moments per parameter); activations not included",
+        "Memory for weights and optimizer state; activations not included. AdamW keeps 2 moments per",
+        "parameter; Muon (the training default) 1 per block matrix and AdamW's 2 for the rest",
         f"  {'':<16}" + "".join(f"{dtype:>14}" for dtype in BYTES_PER_VALUE),
     ]
     rows = {dtype: c.memory_bytes(dtype) for dtype in BYTES_PER_VALUE}
@@ -112,7 +113,9 @@ def format_count(source: str, c: ModelCount, note: str | None = None) -> str:
         ("weights", "weights"),
         ("gradients", "gradients"),
         ("adamw_state", "AdamW m + v"),
-        ("training_total", "training total"),
+        ("training_total", "total, AdamW"),
+        ("muon_state", "Muon state"),
+        ("training_total_muon", "total, Muon"),
     ]:
         lines.append(f"  {label:<16}" + "".join(f"{_human_bytes(rows[d][key]):>14}" for d in BYTES_PER_VALUE))
     lines.append(f"  {'KV cache/token':<16}"

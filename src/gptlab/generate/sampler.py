@@ -18,6 +18,7 @@ from gptlab.generate.healing import HealedPrompt, PrefixConstraint, heal_prompt
 from gptlab.errors import GenerationError
 from gptlab.model.gpt import GPT
 from gptlab.data.tokenizer import Tokenizer
+from gptlab.data.chat import IM_END
 
 
 @dataclass(frozen=True)
@@ -381,7 +382,8 @@ def generate_text(
     """Yield the generated continuation of ``prompt`` as text pieces, as soon as they are safe to show.
 
     Generation ends at the first stop sequence (which is not yielded), at the end-of-text token
-    when ``stop_at_eot``, or after ``max_new_tokens``. See TextStream for what is held back;
+    (and ``<|im_end|>``, the end of a chat turn, when the tokenizer has it) when ``stop_at_eot``,
+    or after ``max_new_tokens``. See TextStream for what is held back;
     ``compile`` is ``generate_tokens``'s. With ``params.token_healing`` the prompt's last token(s)
     may be backed up and spelled again by the first new tokens (which count towards
     ``max_new_tokens``); the text yielded is still only what follows ``prompt``.
@@ -389,8 +391,9 @@ def generate_text(
     healed = heal_prompt_if(tokenizer, tokenizer.encode(prompt), params)
     stream = TextStream(tokenizer, stop, skip=healed.backed_up)
     tokens = generate_tokens(model, healed.prompt_ids, params, compile=compile, constraint=healed.constraint())
+    ends = end_token_ids(tokenizer) if stop_at_eot else set()
     for token in tokens:
-        if stop_at_eot and token == tokenizer.eot_id:
+        if token in ends:
             break
         piece = stream.push(token)
         if piece:
@@ -400,6 +403,12 @@ def generate_text(
     rest = stream.flush()
     if rest:
         yield rest
+
+
+def end_token_ids(tokenizer: Tokenizer) -> set[int]:
+    """The tokens that end a generation: ``<|endoftext|>``, and ``<|im_end|>`` when the tokenizer has it."""
+    special = tokenizer.special_tokens
+    return {tokenizer.eot_id, *([special[IM_END]] if IM_END in special else [])}
 
 
 def heal_prompt_if(

@@ -42,6 +42,7 @@ from gptlab.errors import ConfigError
 
 BYTES_PER_VALUE = {"fp32": 4, "bf16": 2}
 ADAM_MOMENTS = 2  # AdamW keeps a first and a second moment per parameter
+MUON_MOMENTS = 1  # Muon keeps one (Nesterov) momentum per matrix; the rest of the model stays on AdamW
 SECONDS_PER_YEAR = 365 * 24 * 3600
 
 
@@ -55,6 +56,7 @@ class ModelCount:
     lm_head: int  # 0 when tied to the token embeddings
     per_block: int
     blocks: int  # n_layer * per_block
+    block_matrices: int  # the Linear weights inside the blocks: what Muon trains (biases and norms excluded)
     final_norm: int
     parameters: int  # total, a tied LM head counted once
     trainable: int  # every parameter of the model is trained (no frozen or buffer weights)
@@ -90,16 +92,22 @@ class ModelCount:
         return self.config.n_layer * self.config.hidden
 
     def memory_bytes(self, dtype: str) -> dict[str, int]:
-        """Bytes of weights, gradients, AdamW state (two moments) and their total at ``dtype``
-        ("fp32" or "bf16"). Activations, which depend on the batch, are not included."""
+        """Bytes of weights, gradients and optimizer state, and their totals, at ``dtype`` ("fp32"
+        or "bf16"), for AdamW (two moments per parameter) and for gptlab's default Muon (one
+        momentum per block matrix, AdamW's two for embeddings, head, biases and norms).
+        Activations, which depend on the batch, are not included."""
         if dtype not in BYTES_PER_VALUE:
             raise ConfigError(f"unknown dtype {dtype!r}; choose one of: {', '.join(BYTES_PER_VALUE)}")
-        size = self.parameters * BYTES_PER_VALUE[dtype]
+        value = BYTES_PER_VALUE[dtype]
+        size = self.parameters * value
+        muon = (MUON_MOMENTS * self.block_matrices + ADAM_MOMENTS * (self.parameters - self.block_matrices)) * value
         return {
             "weights": size,
             "gradients": size,
             "adamw_state": ADAM_MOMENTS * size,
             "training_total": (2 + ADAM_MOMENTS) * size,
+            "muon_state": muon,
+            "training_total_muon": 2 * size + muon,
         }
 
     def kv_cache_bytes_per_token(self, dtype: str) -> int:
@@ -162,6 +170,7 @@ def count_config(cfg: GPTConfig) -> ModelCount:
         lm_head=lm_head,
         per_block=per_block,
         blocks=blocks,
+        block_matrices=cfg.n_layer * linear_weights,
         final_norm=norm,
         parameters=parameters,
         trainable=parameters,
