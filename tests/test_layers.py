@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "gptlab"
 
 # Stages in the order of the story; a module may import its own stage or an earlier one.
 STAGES: list[set[str]] = [
-    {"errors", "fileio", "config_file", "plotting"},  # shared leaves
+    {"errors", "fileio", "config_file", "plotting", "lazy"},  # shared leaves
     {"data"},
     {"model"},
     {"generate"},
@@ -106,3 +106,34 @@ def test_imports_are_found_inside_functions(tmp_path: Path) -> None:
     path.write_text("def f():\n    from gptlab.train import trainer\n    import gptlab.cli.main\n",
                     encoding="utf-8")
     assert imported_modules(path) == {"gptlab.train", "gptlab.cli.main"}
+
+
+def test_help_and_count_start_without_torch():
+    """Importing torch takes seconds: `gptlab --help` and `gptlab count` never do (gptlab.lazy)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import contextlib, io, sys\n"
+        "from gptlab.cli.main import build_parser, main\n"
+        "build_parser().format_help()\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    assert main(['count', 'llama-3.2-1b']) == 0\n"
+        "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("package", ["data", "model", "train", "finetune"])
+def test_every_exported_name_resolves(package):
+    """The lazily exported names are the modules' own objects, and a wrong name is an AttributeError."""
+    import importlib
+
+    pkg = importlib.import_module(f"gptlab.{package}")
+    for name in pkg.__all__:
+        value = getattr(pkg, name)
+        owner = importlib.import_module(getattr(value, "__module__", None) or pkg.__name__)
+        assert getattr(owner, name, value) is value, name
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        pkg.nope  # noqa: B018

@@ -12,9 +12,10 @@
 Nothing here knows about the model.
 """
 
+from typing import TYPE_CHECKING
+
 from gptlab.data.chat import ChatMessage, render_chat
 from gptlab.data.corpus import Document, default_corpus_files, iter_documents, split_documents
-from gptlab.data.shards import PreparedData, WindowSampler, is_prepared, load_manifest, prepare
 from gptlab.data.tokenizer import (
     EOT,
     BPETokenizer,
@@ -24,6 +25,15 @@ from gptlab.data.tokenizer import (
     train_bpe_tokenizer,
     train_char_tokenizer,
 )
+from gptlab.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from gptlab.data.shards import PreparedData, WindowSampler, is_prepared, load_manifest, prepare
+
+# shards (numpy windows as torch tensors) loads on first use (gptlab.lazy)
+__getattr__ = lazy_exports(__name__, {
+    "shards": ["PreparedData", "WindowSampler", "is_prepared", "load_manifest", "prepare"],
+})
 
 __all__ = [
     "EOT",

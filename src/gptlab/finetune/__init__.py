@@ -11,19 +11,33 @@
 - :mod:`~gptlab.finetune.docstrings` — a real task made offline: docstring → function body.
 """
 
+from typing import TYPE_CHECKING
+
 from gptlab.finetune.config import FinetuneConfig, LoRAConfig
 from gptlab.finetune.docstrings import build_docstring_dataset
-from gptlab.finetune.finetuner import (
-    Finetuner,
-    FinetuneResult,
-    build_finetuner,
-    load_finetuned,
-    load_finetuned_with_tokenizer,
-    merge_adapter_into_run,
-)
-from gptlab.finetune.loader import ChatTemplate, LoadedRun, load_run
-from gptlab.finetune.lora import LoRALinear, inject_lora, load_adapter, merge_lora, save_adapter
-from gptlab.finetune.vocab import add_special_tokens, resize_token_embeddings
+from gptlab.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from gptlab.finetune.finetuner import (
+        Finetuner,
+        FinetuneResult,
+        build_finetuner,
+        load_finetuned,
+        load_finetuned_with_tokenizer,
+        merge_adapter_into_run,
+    )
+    from gptlab.finetune.loader import ChatTemplate, LoadedRun, load_run
+    from gptlab.finetune.lora import LoRALinear, inject_lora, load_adapter, merge_lora, save_adapter
+    from gptlab.finetune.vocab import add_special_tokens, resize_token_embeddings
+
+# the modules that need torch load on first use (gptlab.lazy)
+__getattr__ = lazy_exports(__name__, {
+    "finetuner": ["Finetuner", "FinetuneResult", "build_finetuner", "load_finetuned", "load_finetuned_with_tokenizer",
+                  "merge_adapter_into_run"],
+    "loader": ["ChatTemplate", "LoadedRun", "load_run"],
+    "lora": ["LoRALinear", "inject_lora", "load_adapter", "merge_lora", "save_adapter"],
+    "vocab": ["add_special_tokens", "resize_token_embeddings"],
+})
 
 __all__ = [
     "ChatTemplate",

@@ -9,10 +9,20 @@
 The model knows nothing of tokenizers, training or parallelism.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from gptlab.lazy import lazy_exports
 from gptlab.model.config import PRESETS, GPTConfig, preset
 from gptlab.model.count import ModelCount, TrainingCost, count_config, parse_quantity
-from gptlab.model.gpt import GPT, IGNORE_INDEX, KVCache
-from gptlab.model.linear import Linear, linear
+
+if TYPE_CHECKING:
+    from gptlab.model.gpt import GPT, IGNORE_INDEX, KVCache
+    from gptlab.model.linear import Linear, linear
+
+# the modules that need torch load on first use (gptlab.lazy): counting a config needs none
+__getattr__ = lazy_exports(__name__, {"gpt": ["GPT", "IGNORE_INDEX", "KVCache"], "linear": ["Linear", "linear"]})
 
 __all__ = [
     "GPT",

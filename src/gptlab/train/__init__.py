@@ -11,10 +11,24 @@
 - :mod:`~gptlab.train.tracking` — ``--log-to``: the same metrics to TensorBoard, CSV or W&B.
 """
 
-from gptlab.train.checkpoint import Checkpoint, find_checkpoint, load_checkpoint, load_config, save_checkpoint
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from gptlab.lazy import lazy_exports
 from gptlab.train.config import TrainConfig
-from gptlab.train.muon import MuonAdamW
-from gptlab.train.trainer import Trainer, TrainResult, build_trainer, resolve_device
+
+if TYPE_CHECKING:
+    from gptlab.train.checkpoint import Checkpoint, find_checkpoint, load_checkpoint, load_config, save_checkpoint
+    from gptlab.train.muon import MuonAdamW
+    from gptlab.train.trainer import Trainer, TrainResult, build_trainer, resolve_device
+
+# the modules that need torch load on first use (gptlab.lazy)
+__getattr__ = lazy_exports(__name__, {
+    "checkpoint": ["Checkpoint", "find_checkpoint", "load_checkpoint", "load_config", "save_checkpoint"],
+    "muon": ["MuonAdamW"],
+    "trainer": ["Trainer", "TrainResult", "build_trainer", "resolve_device"],
+})
 
 __all__ = [
     "Checkpoint",
