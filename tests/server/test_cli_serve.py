@@ -45,6 +45,7 @@ try:
     main(sys.argv[1:])
 except SystemExit:
     pass
+import torch  # --help itself no longer loads torch: this is the first import then, after the CLI ran
 """
 
 
