@@ -131,6 +131,7 @@ class ModelCount:
                 "lm_head": self.lm_head,
                 "per_block": self.per_block,
                 "blocks": self.blocks,
+                "block_matrices": self.block_matrices,
                 "final_norm": self.final_norm,
             },
             "neurons": self.neurons,
