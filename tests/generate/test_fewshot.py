@@ -136,22 +136,36 @@ def test_missing_file(tmp_path, tokenizer):
         few_shot_prompt_from_jsonl(tmp_path / "nope.jsonl", tokenizer)
 
 
-def test_generation_stops_at_the_separator(tokenizer):
-    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=128, n_layer=1, n_head=1, n_embd=8))
-    a, sep = tokenizer.encode("a")[0], tokenizer.special_tokens[SEP]
-    with torch.no_grad():  # all zero but ln_f's bias e_0: every hidden state is e_0, the logits wte[:, 0]
+def fixed_logits_model(vocab_size: int, block_size: int, logits: dict[int, float]) -> GPT:
+    """A GPT whose logits are ``logits`` (0 for the other ids) at every position, whatever the input.
+
+    All weights are zero but ln_f's bias e_0, so every hidden state is e_0 and the logits are the
+    tied embedding's column 0; ``set_logit`` changes one of them afterwards.
+    """
+    model = GPT(GPTConfig(vocab_size=vocab_size, block_size=block_size, n_layer=1, n_head=1, n_embd=8))
+    with torch.no_grad():
         for p in model.parameters():
             p.zero_()
         model.transformer.ln_f.bias[0] = 1.0
-        model.transformer.wte.weight[a, 0] = 3.0
-        model.transformer.wte.weight[sep, 0] = 2.0
+    for token, value in logits.items():
+        set_logit(model, token, value)
+    return model
+
+
+def set_logit(model: GPT, token: int, value: float) -> None:
+    with torch.no_grad():
+        model.transformer.wte.weight[token, 0] = value
+
+
+def test_generation_stops_at_the_separator(tokenizer):
+    a, sep = tokenizer.encode("a")[0], tokenizer.special_tokens[SEP]
+    model = fixed_logits_model(tokenizer.vocab_size, 128, {a: 3.0, sep: 2.0})
     fmt = FewShotFormat.for_tokenizer(tokenizer)
     prompt = build_few_shot_prompt(EXAMPLES[:1], "cheese", tokenizer=tokenizer)
     params = SamplingParams(max_new_tokens=10, temperature=0)
     answer = "".join(generate_text(model, tokenizer, prompt, params, stop=fmt.stop))
     assert answer == "a" * 10  # greedy picks "a" every time: never reaches the separator
-    with torch.no_grad():
-        model.transformer.wte.weight[sep, 0] = 4.0
+    set_logit(model, sep, 4.0)
     assert "".join(generate_text(model, tokenizer, prompt, params, stop=fmt.stop)) == ""
 
 
@@ -168,14 +182,8 @@ def test_cli_sample_with_few_shot_examples(tmp_path, tokenizer, capsys):
     from gptlab.train.checkpoint import save_checkpoint
     from gptlab.cli.main import main
 
-    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=256, n_layer=1, n_head=1, n_embd=8))
     a, sep = tokenizer.encode("a")[0], tokenizer.special_tokens[SEP]
-    with torch.no_grad():  # as above: the logits are wte[:, 0]; "a" wins, then <|sep|> would be next best
-        for p in model.parameters():
-            p.zero_()
-        model.transformer.ln_f.bias[0] = 1.0
-        model.transformer.wte.weight[a, 0] = 3.0
-        model.transformer.wte.weight[sep, 0] = 2.0
+    model = fixed_logits_model(tokenizer.vocab_size, 256, {a: 3.0, sep: 2.0})  # "a" wins, <|sep|> next best
     save_checkpoint(tmp_path / "run", model, tokenizer, step=0)
     path = write_jsonl(tmp_path / "ex.jsonl", [{"instruction": INSTRUCTION},
                                                *({"input": e.input, "output": e.output} for e in EXAMPLES)])
@@ -196,17 +204,9 @@ def test_generation_stops_at_the_end_of_a_chat_turn():
     """generate_text (so `gptlab sample`) ends at <|im_end|> as at <|endoftext|>, without a --stop."""
     tokenizer = train_char_tokenizer(["ab"])
     im_end = tokenizer.add_special_tokens([IM_END])[0]
-    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=32, n_layer=1, n_head=1, n_embd=8))
-    a = tokenizer.encode("a")[0]
-    with torch.no_grad():  # all zero but ln_f's bias e_0: every hidden state is e_0, the logits wte[:, 0]
-        for p in model.parameters():
-            p.zero_()
-        model.transformer.ln_f.bias[0] = 1.0
-        model.transformer.wte.weight[a, 0] = 3.0
-        model.transformer.wte.weight[im_end, 0] = 2.0
+    model = fixed_logits_model(tokenizer.vocab_size, 32, {tokenizer.encode("a")[0]: 3.0, im_end: 2.0})
     params = SamplingParams(max_new_tokens=5, temperature=0)
     assert "".join(generate_text(model, tokenizer, "b", params)) == "aaaaa"
-    with torch.no_grad():
-        model.transformer.wte.weight[im_end, 0] = 4.0
+    set_logit(model, im_end, 4.0)
     assert "".join(generate_text(model, tokenizer, "b", params)) == ""
     assert "".join(generate_text(model, tokenizer, "b", params, stop_at_eot=False)) == IM_END * 5

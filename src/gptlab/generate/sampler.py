@@ -391,7 +391,7 @@ def generate_text(
     healed = heal_prompt_if(tokenizer, tokenizer.encode(prompt), params)
     stream = TextStream(tokenizer, stop, skip=healed.backed_up)
     tokens = generate_tokens(model, healed.prompt_ids, params, compile=compile, constraint=healed.constraint())
-    ends = end_token_ids(tokenizer) if stop_at_eot else set()
+    ends = end_token_ids(tokenizer) if stop_at_eot else []
     for token in tokens:
         if token in ends:
             break
@@ -405,10 +405,11 @@ def generate_text(
         yield rest
 
 
-def end_token_ids(tokenizer: Tokenizer) -> set[int]:
-    """The tokens that end a generation: ``<|endoftext|>``, and ``<|im_end|>`` when the tokenizer has it."""
+def end_token_ids(tokenizer: Tokenizer) -> list[int]:
+    """The tokens that end a generation: ``<|im_end|>`` (the end of a chat turn) when the tokenizer
+    has it, and ``<|endoftext|>``. The server's chat route stops at the same ones."""
     special = tokenizer.special_tokens
-    return {tokenizer.eot_id, *([special[IM_END]] if IM_END in special else [])}
+    return [special[IM_END], tokenizer.eot_id] if IM_END in special else [tokenizer.eot_id]
 
 
 def heal_prompt_if(

@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gptlab.data.chat import IM_END, render_chat
+from gptlab.data.chat import render_chat
 from gptlab.errors import GenerationError, GptlabError
-from gptlab.generate.sampler import SamplingParams
+from gptlab.generate.sampler import SamplingParams, end_token_ids
 from gptlab.server.engine import GenerationRequest
 from gptlab.server.errors import APIError, bad_request
 from gptlab.server.protocol import ChatMessageIn, SamplingRequest
@@ -130,7 +130,7 @@ def chat_stop_token_ids(tokenizer: Tokenizer, chat_template: Any = None) -> list
     if chat_template is not None and chat_template.stop:
         stops = [special[t] for t in chat_template.stop if t in special]
         return list(dict.fromkeys([*stops, tokenizer.eot_id]))
-    return [special[IM_END], tokenizer.eot_id] if IM_END in special else [tokenizer.eot_id]
+    return end_token_ids(tokenizer)
 
 
 def _too_long(prompt_tokens: int, context: int, requested: int | None = None,
