@@ -120,6 +120,8 @@ def test_wrong_api_key_shows_the_error(page):
 
 
 def chip_colours(page, selector: str) -> list[str]:
+    """The chips' background colours once their 80 ms colour transitions have run."""
+    page.wait_for_function("document.getAnimations().length === 0")
     return page.eval_on_selector_all(selector, "els => els.map(el => getComputedStyle(el).backgroundColor)")
 
 
@@ -158,6 +160,7 @@ def test_inspect_panel_attention_and_probabilities(page, server, tmp_path):
     at_12 = chip_colours(page, "#attention-tokens .chip")
     assert len(set(at_12[:13])) > 1
     chips.nth(20).hover()
+    page.wait_for_selector("#attention-tokens .chip.query[data-index='20']")
     at_20 = chip_colours(page, "#attention-tokens .chip")
     assert at_20 != at_12  # the shading follows the hovered token
 
