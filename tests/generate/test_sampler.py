@@ -219,10 +219,14 @@ def test_compiled_decoding_matches_eager_and_follows_weight_changes():
 
 @needs_compiler
 @pytest.mark.slow
-def test_compiled_decoding_of_the_llama_shape_matches_eager():
+@pytest.mark.parametrize("shape", [
+    dict(mlp="swiglu", n_kv_head=2, tie_embeddings=False),  # Llama
+    dict(qk_norm=True, bigram_buckets=37),  # the time-to-quality shape: its cache keeps the token ids
+], ids=["llama", "bigram"])
+def test_compiled_decoding_of_the_family_matches_eager(shape: dict):
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=50, block_size=32, n_layer=2, n_head=4, n_embd=32, norm="rmsnorm",
-                          positions="rotary", mlp="swiglu", bias=False, n_kv_head=2, tie_embeddings=False)).eval()
+                          positions="rotary", bias=False, **shape)).eval()
     greedy = SamplingParams(max_new_tokens=40, temperature=0)  # 12 + 40 > 32: the window slides once
     prompt = list(range(12))
     assert list(generate_tokens(model, prompt, greedy, compile=True)) == list(generate_tokens(model, prompt, greedy))

@@ -159,6 +159,8 @@ def test_architecture_follows_the_config(shape: str) -> None:
     ("llama-tiny", dict(mlp="gelu"), "mlp"),
     ("llama-tiny", dict(qk_norm=True, bias=True), "bias"),
     ("llama-tiny", dict(qk_norm=True, rope_scaling_factor=8.0), "rope_scaling_factor"),
+    ("tiny", dict(bigram_buckets=64), "bigram_buckets"),
+    ("llama-tiny", dict(bigram_buckets=64), "bigram_buckets"),
 ])
 def test_shapes_llama_cpp_cannot_run_name_the_field(name: str, overrides: dict, field: str) -> None:
     with pytest.raises(ConfigError, match=f"^{field} is"):

@@ -181,6 +181,9 @@ def test_export_of_a_padded_vocabulary_drops_the_padding(styled_tokenizer_dir, t
     (dict(norm="layernorm"), "norm is 'layernorm'"),
     (dict(qk_norm=True, bias=True), "qk_norm with bias=True"),
     (dict(positions="learned", bias=True), "GPT-2 cannot express this model's norm, mlp"),
+    (dict(bigram_buckets=16), "bigram_buckets is 16"),
+    (dict(positions="learned", norm="layernorm", mlp="gelu", bias=True, tie_embeddings=True, bigram_buckets=16),
+     "GPT-2 cannot express this model's bigram_buckets"),
 ])
 def test_shapes_transformers_cannot_express_are_refused(changes: dict, message: str, tmp_path: Path) -> None:
     from gptlab.data.tokenizer import train_char_tokenizer

@@ -30,6 +30,7 @@ FAMILY = {
     "speedrun": dict(norm="rmsnorm", positions="rotary", mlp="relu2", bias=False, qk_norm=True,
                      tie_embeddings=False),
     "gpt2-gqa": dict(n_kv_head=2),
+    "bigram": dict(norm="rmsnorm", positions="rotary", bias=False, qk_norm=True, bigram_buckets=61),
 }
 
 
@@ -244,7 +245,7 @@ def test_public_shapes_have_their_published_sizes(name: str) -> None:
     assert count_config(preset(name)).parameters == published[name]
 
 
-@pytest.mark.parametrize("shape", ["llama", "speedrun"])
+@pytest.mark.parametrize("shape", ["llama", "speedrun", "bigram"])
 def test_checkpoints_round_trip_every_shape(shape: str, tmp_path: Path, tokenizer) -> None:
     from gptlab.train import load_checkpoint, save_checkpoint
 
@@ -265,10 +266,40 @@ def test_checkpoints_round_trip_every_shape(shape: str, tmp_path: Path, tokenize
     (dict(mlp="geglu"), "mlp must be one of"),
     (dict(mlp_hidden=0), "mlp_hidden"),
     (dict(rope_scaling_factor=0.5), "rope_scaling_factor"),
+    (dict(bigram_buckets=1), "bigram_buckets"),
+    (dict(bigram_buckets=-4), "bigram_buckets"),
+    (dict(bigram_buckets=True), "bigram_buckets"),
 ])
 def test_bad_family_choices_are_config_errors(changes: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         tiny(**changes)
+
+
+def test_the_bigram_embedding_pairs_each_token_with_the_one_before() -> None:
+    """With every block's output projections zeroed, the model is its embeddings: the logits at t
+    then depend on tokens t-1 and t alone: not on t-2, and never on a later token."""
+    model = seeded(tiny(**FAMILY["bigram"]))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("c_proj.weight"):
+                p.zero_()
+    idx = ids(batch=1, length=12)
+    t = 6
+
+    def logits_at_t(changed_position: int) -> torch.Tensor:
+        edited = idx.clone()
+        edited[0, changed_position] = (edited[0, changed_position] + 1) % VOCAB
+        with torch.no_grad():
+            return model(edited)[0][0, t]
+
+    with torch.no_grad():
+        base = model(idx)[0][0, t]
+    assert not torch.equal(logits_at_t(t - 1), base)  # the previous token is seen
+    assert torch.equal(logits_at_t(t - 2), base)  # the one before it is not
+    assert torch.equal(logits_at_t(t + 1), base)  # nor the next one
+    rows = model._bigram_rows(idx, torch.arange(12), None)
+    assert rows[0, 0] == 60 and bool((rows[0, 1:] < 60).all())  # the first token takes the last row
+    assert model.num_parameters() == count_config(model.config).parameters
 
 
 def test_head_dim_must_be_even_for_rotary() -> None:

@@ -36,14 +36,18 @@ def run(engine, requests, cancel_after=None):
 PROMPTS = [[5, 9, 3, 7], [1], [2, 4, 6, 8, 10, 12, 14, 16, 18, 20], [11, 12, 13]]
 
 
-@pytest.fixture(params=["gpt2", "llama"])
+@pytest.fixture(params=["gpt2", "llama", "bigram"])
 def any_shape(request, model, tokenizer):
-    """The conftest's GPT-2 shaped model, and the same size in today's family."""
+    """The conftest's GPT-2 shaped model, the same size in today's family, and with a hashed bigram
+    embedding (whose cache also keeps the token ids)."""
     if request.param == "gpt2":
         return model
     from gptlab.model import GPT
 
     torch.manual_seed(0)
+    if request.param == "bigram":
+        return GPT(model.config.replace(norm="rmsnorm", positions="rotary", bias=False, qk_norm=True,
+                                        bigram_buckets=53)).eval()
     return GPT(model.config.replace(norm="rmsnorm", positions="rotary", mlp="swiglu", bias=False, n_head=4,
                                     n_kv_head=2, tie_embeddings=False)).eval()
 

@@ -85,6 +85,7 @@ def format_count(source: str, c: ModelCount, note: str | None = None) -> str:
         (
             f"  = token embeddings {c.token_embeddings:,}"
             + (f" + position embeddings {c.position_embeddings:,}" if cfg.positions == "learned" else "")
+            + (f" + bigram embeddings {c.bigram_embeddings:,}" if c.bigram_embeddings else "")
             + (f" + LM head {c.lm_head:,}" if c.lm_head else "")
             + f" + {L} blocks × {c.per_block:,} + final {norm} {c.final_norm:,}"
         ),

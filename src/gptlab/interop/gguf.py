@@ -62,6 +62,9 @@ def _require(config: GPTConfig, arch: str, **needed: Any) -> None:
 def gguf_architecture(config: GPTConfig) -> str:
     """The llama.cpp architecture that computes ``config``'s model (see the module docs);
     ConfigError naming the field when none does."""
+    if config.bigram_buckets:
+        raise ConfigError(f"bigram_buckets is {config.bigram_buckets}: no llama.cpp architecture has a hashed "
+                          "bigram embedding")
     if config.positions == "learned":
         _require(config, "gpt2", norm="layernorm", mlp="gelu", qk_norm=False)
         return "gpt2"

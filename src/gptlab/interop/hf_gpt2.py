@@ -89,6 +89,7 @@ def hf_config_from(config: GPTConfig, eot_id: int, dtype: torch.dtype = torch.fl
         ("mlp", config.mlp == "gelu"), ("mlp_hidden", config.hidden == 4 * config.n_embd),
         ("n_kv_head", config.kv_heads == config.n_head), ("qkv_bias", config.has_qkv_bias),
         ("qk_norm", not config.qk_norm), ("tie_embeddings", config.tie_embeddings),
+        ("bigram_buckets", not config.bigram_buckets),
     ) if not same]
     if differs:
         raise ConfigError(f"GPT-2 cannot express this model's {', '.join(differs)}: only GPT-2 shapes export "

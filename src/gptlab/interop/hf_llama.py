@@ -190,6 +190,9 @@ def _export_type(config: GPTConfig, qwen2_tokenizer: bool) -> str:
                                  ("mlp", config.mlp, "swiglu")):
         if value != needed:
             raise ConfigError(f"{field} is {value!r}: the Llama family (and transformers) needs {field}={needed!r}")
+    if config.bigram_buckets:
+        raise ConfigError(f"bigram_buckets is {config.bigram_buckets}: the Llama family (and transformers) has no "
+                          "hashed bigram embedding")
     if config.qk_norm:
         if config.bias:
             raise ConfigError("qk_norm with bias=True: Qwen3, the family's QK-norm model, has no MLP biases")

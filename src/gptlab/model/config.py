@@ -53,7 +53,8 @@ class GPTConfig:
     head per query head, a head tied to the token embedding. The other choices give today's
     Llama / Qwen2 / Mistral family: RMSNorm, rotary positions, a SwiGLU MLP, grouped-query
     attention (``n_kv_head`` < ``n_head``), no biases (Qwen2: q/k/v biases only), often an untied
-    head. ReLU² and QK-norm come from the modded-nanogpt speedrun.
+    head. ReLU² and QK-norm come from the modded-nanogpt speedrun, and so does the hashed bigram
+    embedding (``bigram_buckets``).
     """
 
     vocab_size: int = GPT2_VOCAB_SIZE
@@ -81,11 +82,20 @@ class GPTConfig:
     qkv_bias: bool | None = None  # biases on q, k, v; None follows ``bias`` (Qwen2: True with bias False)
     qk_norm: bool = False  # RMSNorm over each head's queries and keys before the rotary embedding
     tie_embeddings: bool = True  # the LM head shares the token embedding's weights
+    # Rows of a hashed bigram embedding added to the token embedding: each token also looks up a
+    # row for (previous token, this token), hashed into this many rows (the last row is the first
+    # token's, which has no previous one). 0 means none. Cheap per token (a lookup, no FLOPs), it
+    # hands the model the local statistics it would otherwise spend layers learning; it has no
+    # Hugging Face or GGUF equivalent, so such models do not export.
+    bigram_buckets: int = 0
 
     def __post_init__(self) -> None:
         check_positive_ints(self, ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "vocab_pad_multiple",
                                    "rope_original_context"))
         check_positive_ints(self, ("mlp_hidden", "n_kv_head"), optional=True)
+        if not isinstance(self.bigram_buckets, int) or isinstance(self.bigram_buckets, bool) \
+                or self.bigram_buckets < 0 or self.bigram_buckets == 1:
+            raise ConfigError(f"bigram_buckets must be 0 (none) or an integer >= 2, got {self.bigram_buckets!r}")
         if self.n_embd % self.n_head != 0:
             raise ConfigError(
                 f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})"

@@ -65,6 +65,7 @@ class ModelCount:
     neurons: int
     forward_flops_per_token: int
     training_flops_per_token: int
+    bigram_embeddings: int = 0  # the hashed bigram table (``bigram_buckets`` rows), if any
 
     @property
     def without_position_embeddings(self) -> int:
@@ -75,7 +76,8 @@ class ModelCount:
     def non_embedding(self) -> int:
         """Parameters less the embeddings and an untied LM head: Kaplan's N, the one that enters
         the FLOP counts."""
-        return self.parameters - self.position_embeddings - self.token_embeddings - self.lm_head
+        return (self.parameters - self.position_embeddings - self.token_embeddings - self.bigram_embeddings
+                - self.lm_head)
 
     @property
     def neurons_per_block(self) -> int:
@@ -128,6 +130,7 @@ class ModelCount:
             "breakdown": {
                 "token_embeddings": self.token_embeddings,
                 "position_embeddings": self.position_embeddings,
+                "bigram_embeddings": self.bigram_embeddings,
                 "lm_head": self.lm_head,
                 "per_block": self.per_block,
                 "blocks": self.blocks,
@@ -158,9 +161,10 @@ def count_config(cfg: GPTConfig) -> ModelCount:
     per_block = linear_weights + linear_biases + 2 * norm + (2 * D if cfg.qk_norm else 0)
     token_embeddings = cfg.vocab_size * C
     position_embeddings = cfg.block_size * C if cfg.positions == "learned" else 0
+    bigram_embeddings = cfg.bigram_buckets * C
     lm_head = 0 if cfg.tie_embeddings else cfg.vocab_size * C
     blocks = cfg.n_layer * per_block
-    parameters = token_embeddings + position_embeddings + lm_head + blocks + norm
+    parameters = token_embeddings + position_embeddings + bigram_embeddings + lm_head + blocks + norm
     non_embedding = blocks + norm
     attention_neurons, mlp_neurons = qkv + C, fc + C
     forward = 2 * non_embedding + 2 * cfg.n_layer * cfg.block_size * C
@@ -180,6 +184,7 @@ def count_config(cfg: GPTConfig) -> ModelCount:
         neurons=cfg.n_layer * (attention_neurons + mlp_neurons),
         forward_flops_per_token=forward,
         training_flops_per_token=3 * forward,
+        bigram_embeddings=bigram_embeddings,
     )
 
 

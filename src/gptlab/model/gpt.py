@@ -53,6 +53,8 @@ class KVCache:
         self.keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
         self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
         self.lengths = torch.zeros(batch_size, dtype=torch.long)  # tokens held by each row (on the CPU)
+        # the token ids themselves: the hashed bigram embedding pairs each new token with the one before
+        self.tokens = torch.zeros(batch_size, max_len, dtype=torch.long, device=device)
         self.max_len = max_len
 
     @property
@@ -75,6 +77,7 @@ class KVCache:
         view.keys = [k[start:stop] for k in self.keys]
         view.values = [v[start:stop] for v in self.values]
         view.lengths = self.lengths[start:stop]
+        view.tokens = self.tokens[start:stop]
         view.max_len = self.max_len
         return view
 
@@ -84,6 +87,7 @@ class KVCache:
         for buffers in (self.keys, self.values):
             for b in buffers:
                 b[dst, :, :n] = b[src, :, :n]
+        self.tokens[dst, :n] = self.tokens[src, :n]
         self.lengths[dst] = n
 
     def reset(self, row: int | None = None) -> None:
@@ -271,6 +275,8 @@ class GPT(nn.Module):
         super().__init__()
         self.config = config
         parts: dict[str, nn.Module] = dict(wte=nn.Embedding(config.padded_vocab_size, config.n_embd))
+        if config.bigram_buckets:
+            parts["bigram"] = nn.Embedding(config.bigram_buckets, config.n_embd)
         if config.positions == "learned":
             parts["wpe"] = nn.Embedding(config.block_size, config.n_embd)
         parts.update(
@@ -418,6 +424,8 @@ class GPT(nn.Module):
     def _hidden(self, idx: torch.Tensor, pos: torch.Tensor, step: CacheStep | None) -> torch.Tensor:
         """Embeddings, the blocks and the final norm: (B, T) token ids → (B, T, C)."""
         x = self.transformer.wte(idx)  # (B, T, C)
+        if "bigram" in self.transformer:
+            x = x + self.transformer.bigram(self._bigram_rows(idx, pos, step))
         if "wpe" in self.transformer:
             x = x + self.transformer.wpe(pos)
         x = self.transformer.drop(x)
@@ -425,6 +433,26 @@ class GPT(nn.Module):
         for layer, block in enumerate(self.transformer.h):
             x = block(x, rotary, step, layer)
         return self.transformer.ln_f(x)
+
+    def _bigram_rows(self, idx: torch.Tensor, pos: torch.Tensor, step: CacheStep | None) -> torch.Tensor:
+        """(B, T) rows of the hashed bigram table: (previous token, token) pairs hashed into all rows
+        but the last, which is the row of a sequence's first token (it has no previous token).
+
+        With a cache, the token before a call's first one is read from the ids the cache keeps (so
+        rewinding a row's length rewinds this too), and the call's tokens are written there.
+        """
+        B, T = idx.shape
+        prev = idx.roll(1, dims=1)
+        if step is None:
+            prev[:, 0] = -1
+        else:
+            at = pos.view(1, T).expand(B, T) if pos.dim() == 1 else pos  # (B, T) positions of the new tokens
+            before = step.cache.tokens.gather(1, (at[:, :1] - 1).clamp(min=0))  # (B, 1)
+            prev[:, :1] = torch.where(at[:, :1] == 0, -1, before)
+            step.cache.tokens.scatter_(1, at, idx)
+        buckets = self.config.bigram_buckets
+        hashed = ((prev * 36313) ^ (idx * 27191)) % (buckets - 1)  # large odd multipliers spread the pairs
+        return torch.where(prev < 0, buckets - 1, hashed)
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.lm_head(x)
