@@ -94,3 +94,23 @@ def test_cost_params_accepts_a_run_folder_as_count_does(tmp_path, capsys, corpus
     assert f"6·N·D = {6 * n * 1e6:.3e} FLOPs" in out
     code, _, err = run(capsys, "cost", "--params", "", "--tokens", "1e6")
     assert code == 1 and "--params is not a number" in err
+
+
+def test_count_of_a_run_with_a_bigram_table_shows_it_outside_n(tmp_path, capsys, corpus_text):
+    from gptlab.data.tokenizer import train_char_tokenizer
+    from gptlab.train.checkpoint import save_checkpoint
+
+    tokenizer = train_char_tokenizer([corpus_text])
+    config = GPTConfig(vocab_size=tokenizer.vocab_size, block_size=16, n_layer=1, n_head=2, n_embd=16,
+                       bigram_buckets=100)
+    model = GPT(config)
+    save_checkpoint(tmp_path / "run", model, tokenizer, step=3)
+    code, out, err = run(capsys, "count", str(tmp_path / "run"), "--json")
+    assert code == 0, err
+    counted = json.loads(out)
+    assert counted["parameters"] == sum(p.numel() for p in model.parameters())
+    assert counted["breakdown"]["bigram_embeddings"] == 100 * 16 == model.transformer.bigram.weight.numel()
+    assert counted["non_embedding_parameters"] == count_config(config.replace(bigram_buckets=0)).non_embedding
+    code, out, err = run(capsys, "count", str(tmp_path / "run"))
+    assert code == 0, err
+    assert "bigram table of 100" in out and "+ bigram embeddings 1,600 +" in out

@@ -65,7 +65,9 @@ def format_count(source: str, c: ModelCount, note: str | None = None) -> str:
     kv = "" if cfg.kv_heads == cfg.n_head else f" ({cfg.kv_heads} key/value)"
     biases = "with" if cfg.bias else ("q/k/v" if cfg.has_qkv_bias else "no")
     family = [name for name, default in (("rmsnorm", cfg.norm == "rmsnorm"), ("rotary", cfg.positions == "rotary"),
-                                         (cfg.mlp, cfg.mlp != "gelu"), ("qk-norm", cfg.qk_norm)) if default]
+                                         (cfg.mlp, cfg.mlp != "gelu"), ("qk-norm", cfg.qk_norm),
+                                         (f"bigram table of {cfg.bigram_buckets:,}", cfg.bigram_buckets > 0))
+              if default]
     attn_units = f"4·{C}" if c.attention_neurons_per_block == 4 * C else f"{c.attention_neurons_per_block - C:,} + {C:,}"
     mlp_units = f"5·{C}" if c.mlp_neurons_per_block == 5 * C else f"{c.mlp_neurons_per_block - C:,} + {C:,}"
     norm = "RMSNorm" if cfg.norm == "rmsnorm" else "LayerNorm"
