@@ -1,8 +1,9 @@
-"""GPU training speed: GPT-2 124M throughput and MFU, and time to a validation loss on tiny-shakespeare.
+"""GPU training speed: throughput and MFU at GPT-2 124M's size, and time to a validation loss on tiny-shakespeare.
 
-``throughput``: GPT-2 (124M, context 1024, vocabulary padded to 50,304) trained the way the Trainer
-trains on CUDA — bf16 autocast, TF32, fused AdamW, flash attention through SDPA, torch.compile —
-on random tokens, with the largest batch that fits (powers of two, found by trying) unless
+``throughput``: GPT-2 (124M, context 1024, vocabulary padded to 50,304), or with ``--preset
+smollm2-135m --block-size 1024`` the Llama family's shape at about the same size (GQA, SwiGLU,
+RMSNorm, rotary positions), trained the way the Trainer trains on CUDA — bf16 autocast, TF32,
+fused AdamW, flash attention through SDPA, torch.compile — on random tokens, with the largest batch that fits (powers of two, found by trying) unless
 ``--batch-size`` is given. Prints tokens/s and MFU against the GPU's dense bf16 peak (A100 312,
 H100 SXM / H200 989 TFLOP/s); on an unknown GPU, MFU is not printed rather than guessed.
 
@@ -13,6 +14,7 @@ recipe is nanoGPT's, with AdamW; flags after the path override it (e.g. ``--opti
 4e-3``: Muon, which moved the CPU time-to-quality run most, has not been tried on a GPU yet).
 
     python bench/gpu_train.py throughput                  # on a CUDA machine
+    python bench/gpu_train.py throughput --preset smollm2-135m --block-size 1024   # the Llama family, 135M
     python bench/gpu_train.py quality ../shared/data/tinyshakespeare.txt
     python bench/gpu_train.py throughput --device cpu --preset tiny --batch-size 2 --steps 2   # smoke test
 """
@@ -37,7 +39,7 @@ from gptlab.train.trainer import TrainConfig, make_optimizer, resolve_device
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="what", required=True)
-    t = sub.add_parser("throughput", help="GPT-2 124M tokens/s and MFU")
+    t = sub.add_parser("throughput", help="tokens/s and MFU (GPT-2 124M, or --preset smollm2-135m)")
     t.add_argument("--preset", default="gpt2")
     t.add_argument("--block-size", type=int, default=None, help="default: the preset's (1024 for gpt2)")
     t.add_argument("--batch-size", type=int, default=None, help="default: the largest power of two that fits")
@@ -124,7 +126,7 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
     peak = peak_flops_of(device)
     mfu = tokens_per_s * flops_per_token / peak if peak else None
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "none"
-    print_table("gpu_train throughput: GPT-2 training step, bf16 autocast + TF32 + fused AdamW + compile", {
+    print_table(f"gpu_train throughput: {args.preset} training step, bf16 autocast + TF32 + fused AdamW + compile", {
         "model": f"{args.preset}: {model.num_parameters():,} params, context {model.config.block_size}, "
                  f"vocab {model.config.vocab_size} (padded to {model.config.padded_vocab_size})",
         "batch": f"{batch} x {model.config.block_size} = {tokens_per_step:,} tokens/step"

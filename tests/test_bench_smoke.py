@@ -91,9 +91,10 @@ def test_time_to_quality_checks_once_when_the_schedule_ends(bench, tmp_path, cor
     assert 0 < results["eval_s"] < results["wall_s"]
 
 
-def test_gpu_train_throughput_runs_on_cpu(bench, capsys):
+@pytest.mark.parametrize("shape", ["tiny", "llama-tiny"])  # GPT-2's shape and the Llama family's
+def test_gpu_train_throughput_runs_on_cpu(bench, capsys, shape):
     results = bench("gpu_train").main(
-        ["throughput", "--device", "cpu", "--preset", "tiny", "--batch-size", "2", "--steps", "2", "--warmup", "1"]
+        ["throughput", "--device", "cpu", "--preset", shape, "--batch-size", "2", "--steps", "2", "--warmup", "1"]
     )
     assert results["tokens_per_s"] > 0
     assert results["mfu"] is None  # no known peak for a CPU: not guessed
