@@ -4,8 +4,8 @@ The script saves a seeded random GPT (and a char tokenizer) as a checkpoint, sta
 on it (a real server process on a loopback port, continuous batching with ``--max-batch-size`` =
 clients), and drives it over HTTP with streaming ``/v1/completions`` requests: in each round, first
 1 client, then ``--clients`` clients at once, each sending ``--requests`` requests one after the
-other. ``<|endoftext|>`` is banned (``logit_bias``) so every request generates exactly ``--tokens``
-tokens. Same server, same run, interleaved rounds; the headline is the median over rounds of
+other. ``ignore_eos`` (vLLM's option: end tokens do not end a generation) makes every request
+generate exactly ``--tokens`` tokens. Same server, same run, interleaved rounds; the headline is the median over rounds of
 (concurrent tokens/s) / (single-client tokens/s), with time to first token (TTFT) and inter-token
 latency (ITL, between streamed chunks) p50/p99 of both.
 
@@ -265,10 +265,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         run = build_checkpoint(Path(tmp), args)
         process, url = start_server(run, args, Path(tmp) / "server.log")
         try:
-            eot = httpx.post(url + "/tokenize", json={"prompt": "<|endoftext|>"}).json()["tokens"][0]
             body = {"prompt": ("def wrap(text):\n" * args.prompt_len)[: args.prompt_len], "max_tokens": args.tokens,
                     "temperature": 1.0, "stream": True, "stream_options": {"include_usage": True},
-                    "logit_bias": {str(eot): -100}}
+                    "ignore_eos": True}
             asyncio.run(run_phase(url, min(args.clients, 4), body, 1))  # warm-up, untimed
             single: list[Phase] = []
             concurrent: list[Phase] = []

@@ -19,11 +19,16 @@ def value(families: dict, family: str, sample: str | None = None, **labels: str)
                if s.name == (sample or family) and all(s.labels.get(k) == v for k, v in labels.items()))
 
 
+def no_end(http) -> dict[str, int]:
+    """A logit bias that keeps a completion from ending early: <|endoftext|> and <|im_end|> out."""
+    ends = (http.post("/tokenize", json={"prompt": end}).json()["tokens"][0] for end in ("<|endoftext|>", "<|im_end|>"))
+    return {str(t): -100 for t in ends}
+
+
 def test_metrics_move_with_work(server, http):
     before = scrape(server.url)
-    eot = http.post("/tokenize", json={"prompt": "<|endoftext|>"}).json()["tokens"][0]
     out = http.post("/v1/completions", json={"prompt": "def ", "max_tokens": 7, "stream": True,
-                                             "logit_bias": {str(eot): -100}})
+                                             "logit_bias": no_end(http)})
     assert out.status_code == 200 and out.text.endswith("data: [DONE]\n\n")
     http.get("/v1/no-such-route")
     after = scrape(server.url)
@@ -53,8 +58,7 @@ def test_a_dropped_stream_counts_its_tokens_as_abort(server, http):
     import time
 
     before = scrape(server.url)
-    eot = http.post("/tokenize", json={"prompt": "<|endoftext|>"}).json()["tokens"][0]
-    body = {"prompt": "def ", "max_tokens": 120, "stream": True, "logit_bias": {str(eot): -100}}
+    body = {"prompt": "def ", "max_tokens": 120, "stream": True, "logit_bias": no_end(http)}
     received = 0
     with http.stream("POST", "/v1/completions", json=body) as response:
         for line in response.iter_lines():

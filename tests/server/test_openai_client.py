@@ -49,8 +49,8 @@ def test_completion_matches_the_library_sampler(client, http, ckpt):
 
 def test_default_max_tokens_fills_the_context(client, http):
     prompt = "import os\n"
-    eot = tokens_of(http, "<|endoftext|>")[0]
-    out = client.completions.create(model=MODEL, prompt=prompt, seed=0, logit_bias={str(eot): -100})
+    ends = {str(tokens_of(http, end)[0]): -100 for end in ("<|endoftext|>", IM_END)}  # both end a completion
+    out = client.completions.create(model=MODEL, prompt=prompt, seed=0, logit_bias=ends)
     n_prompt = len(tokens_of(http, prompt))
     assert out.choices[0].finish_reason == "length"
     assert out.usage.completion_tokens == 128 - n_prompt
@@ -129,8 +129,9 @@ def test_stop_strings(client, as_list):
     assert "".join(c.choices[0].text for c in streamed if c.choices) == free[:cut]
 
 
-def test_stop_at_end_of_text(client, http):
-    eot = tokens_of(http, "<|endoftext|>")[0]
+@pytest.mark.parametrize("end", ["<|endoftext|>", IM_END])  # the end tokens `gptlab sample` stops at too
+def test_stop_at_end_of_text(client, http, end):
+    eot = tokens_of(http, end)[0]
     out = client.completions.create(model=MODEL, prompt="a", max_tokens=10, logit_bias={str(eot): 100})
     assert out.choices[0].text == "" and out.choices[0].finish_reason == "stop"
     assert out.usage.completion_tokens == 1

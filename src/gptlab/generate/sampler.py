@@ -407,7 +407,8 @@ def generate_text(
 
 def end_token_ids(tokenizer: Tokenizer) -> list[int]:
     """The tokens that end a generation: ``<|im_end|>`` (the end of a chat turn) when the tokenizer
-    has it, and ``<|endoftext|>``. The server's chat route stops at the same ones."""
+    has it, and ``<|endoftext|>``. The server's completions stop at the same ones, and so does its chat
+    route unless the model brings its own chat template."""
     special = tokenizer.special_tokens
     return [special[IM_END], tokenizer.eot_id] if IM_END in special else [tokenizer.eot_id]
 

@@ -18,6 +18,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from gptlab import __version__
+from gptlab.generate.sampler import end_token_ids
 from gptlab.server.auth import APIKeyMiddleware
 from gptlab.server.chat_completions import ChatWriter
 from gptlab.server.cors import CORSMiddleware
@@ -149,7 +150,7 @@ def create_app(
         prompts = completion_prompts(body.prompt, loaded, settings)
         requests = engine_requests(
             body, prompts, loaded, settings, requested_tokens=body.max_tokens,
-            stop_token_ids=[loaded.tokenizer.eot_id], logprobs=body.logprobs,
+            stop_token_ids=end_token_ids(loaded.tokenizer), logprobs=body.logprobs,
             prompt_logprobs=body.echo and body.logprobs is not None,
         )
         gen = Generation(loaded.engine, requests, metrics, sum(len(p.ids) for p in prompts))
