@@ -144,6 +144,13 @@ def client(server: ServerProcess):
         yield c
 
 
+def no_end_bias(http: httpx.Client) -> dict[str, int]:
+    """A ``logit_bias`` that keeps a completion from ending before ``max_tokens``: both tokens that end
+    one (``gptlab.generate.sampler.end_token_ids``), ``<|endoftext|>`` and ``<|im_end|>``, banned."""
+    ends = (http.post("/tokenize", json={"prompt": end}).json()["tokens"][0] for end in ("<|endoftext|>", "<|im_end|>"))
+    return {str(t): -100 for t in ends}
+
+
 @pytest.fixture
 def http(server: ServerProcess) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=60) as c:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from .conftest import no_end_bias
+
 
 def scrape(url: str) -> dict[str, dict]:
     response = httpx.get(url + "/metrics")
@@ -19,16 +21,10 @@ def value(families: dict, family: str, sample: str | None = None, **labels: str)
                if s.name == (sample or family) and all(s.labels.get(k) == v for k, v in labels.items()))
 
 
-def no_end(http) -> dict[str, int]:
-    """A logit bias that keeps a completion from ending early: <|endoftext|> and <|im_end|> out."""
-    ends = (http.post("/tokenize", json={"prompt": end}).json()["tokens"][0] for end in ("<|endoftext|>", "<|im_end|>"))
-    return {str(t): -100 for t in ends}
-
-
 def test_metrics_move_with_work(server, http):
     before = scrape(server.url)
     out = http.post("/v1/completions", json={"prompt": "def ", "max_tokens": 7, "stream": True,
-                                             "logit_bias": no_end(http)})
+                                             "logit_bias": no_end_bias(http)})
     assert out.status_code == 200 and out.text.endswith("data: [DONE]\n\n")
     http.get("/v1/no-such-route")
     after = scrape(server.url)
@@ -58,7 +54,7 @@ def test_a_dropped_stream_counts_its_tokens_as_abort(server, http):
     import time
 
     before = scrape(server.url)
-    body = {"prompt": "def ", "max_tokens": 120, "stream": True, "logit_bias": no_end(http)}
+    body = {"prompt": "def ", "max_tokens": 120, "stream": True, "logit_bias": no_end_bias(http)}
     received = 0
     with http.stream("POST", "/v1/completions", json=body) as response:
         for line in response.iter_lines():

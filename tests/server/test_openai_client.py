@@ -9,6 +9,8 @@ from gptlab.data.chat import IM_END
 from gptlab.train.checkpoint import load_checkpoint
 from gptlab.generate.sampler import SamplingParams, generate_text
 
+from .conftest import no_end_bias
+
 openai = pytest.importorskip("openai")
 
 MODEL = "tiny-run"
@@ -49,8 +51,7 @@ def test_completion_matches_the_library_sampler(client, http, ckpt):
 
 def test_default_max_tokens_fills_the_context(client, http):
     prompt = "import os\n"
-    ends = {str(tokens_of(http, end)[0]): -100 for end in ("<|endoftext|>", IM_END)}  # both end a completion
-    out = client.completions.create(model=MODEL, prompt=prompt, seed=0, logit_bias=ends)
+    out = client.completions.create(model=MODEL, prompt=prompt, seed=0, logit_bias=no_end_bias(http))
     n_prompt = len(tokens_of(http, prompt))
     assert out.choices[0].finish_reason == "length"
     assert out.usage.completion_tokens == 128 - n_prompt

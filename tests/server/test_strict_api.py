@@ -10,6 +10,8 @@ import pytest
 from gptlab.generate.sampler import SamplingParams, generate_text
 from gptlab.train.checkpoint import load_checkpoint
 
+from .conftest import no_end_bias
+
 openai = pytest.importorskip("openai")
 
 MODEL = "tiny-run"
@@ -163,11 +165,10 @@ def test_min_tokens_and_ignore_eos(client, http):
 
 
 def test_stop_token_ids_and_include_stop_str_in_output(client, http):
-    eot = str(eot_of(http))
-    im_end = str(http.post("/tokenize", json={"prompt": "<|im_end|>"}).json()["tokens"][0])
+    no_end = no_end_bias(http)
 
     def sampled(**extra) -> tuple[str, str]:  # seeded: the same draws up to wherever it stops
-        return greedy(client, "def ", 30, seed=4, logit_bias={eot: -100, im_end: -100}, **extra)[:2]
+        return greedy(client, "def ", 30, seed=4, logit_bias=no_end, **extra)[:2]
 
     text, finish = sampled()
     assert finish == "length"
