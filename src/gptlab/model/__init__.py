@@ -4,6 +4,8 @@
   presets (:data:`PRESETS`, :func:`preset`);
 - :mod:`~gptlab.model.gpt` — the whole decoder-only transformer in one file, with its KV cache;
 - :mod:`~gptlab.model.linear` — the linear layer the model uses (faster one-row products on CPU);
+- :mod:`~gptlab.model.attention` — causal attention in blocks of queries, for training at short
+  contexts on the CPU;
 - :mod:`~gptlab.model.count` — parameters, neurons, FLOPs and memory of a configuration.
 
 The model knows nothing of tokenizers, training or parallelism.

@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from gptlab.model import attention
 from gptlab.model.config import GPTConfig
 from gptlab.errors import GenerationError
 from gptlab.model.linear import Linear
@@ -192,6 +193,9 @@ class CausalSelfAttention(nn.Module):
         q, k, v = self.heads(self.c_attn(x), rotary)
         if step is not None and T == 1:
             return self.resid_dropout(self.c_proj(self._decode_one(q[:, 0], k[:, 0], v[:, 0], step, layer)))
+        if step is None and not (self.training and self.dropout > 0) and attention.fits(q, k):
+            # training at short contexts on the CPU: only the products the causal mask keeps
+            return self.resid_dropout(self.c_proj(attention.blocked_causal_attention(q, k, v)))
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, H or K, T, D)
         mask, is_causal = None, T > 1
         if step is not None:
