@@ -66,11 +66,11 @@ def _spans(T: int, G: int, blocks: int) -> list[tuple[int, int, int]]:
     return [(i * size * G, (i + 1) * size * G, (i + 1) * size) for i in range(blocks)]
 
 
-def _hidden_keys(T: int, G: int, blocks: int, block: int, device: torch.device) -> torch.Tensor:
-    """(size*G, keys) bool: True where a row of run ``block`` would see a key after its position."""
-    size = T // blocks
-    positions = torch.arange(block * size, (block + 1) * size, device=device).repeat_interleave(G)
-    return torch.arange((block + 1) * size, device=device).view(1, -1) > positions.view(-1, 1)
+def _above_diagonal(size: int, G: int, device: torch.device) -> torch.Tensor:
+    """(size*G, size) bool, True where a run's row would see a key after its own position, in the
+    run's last ``size`` keys (the diagonal square; every key before it is visible to the whole run)."""
+    positions = torch.arange(size, device=device).repeat_interleave(G)
+    return torch.arange(size, device=device).view(1, -1) > positions.view(-1, 1)
 
 
 class _BlockedCausal(torch.autograd.Function):
@@ -82,10 +82,12 @@ class _BlockedCausal(torch.autograd.Function):
         T = k.size(1)
         G = R // T
         q = q * (1.0 / math.sqrt(D))  # scaled once here rather than every score
+        size = T // blocks
+        hidden = _above_diagonal(size, G, q.device)  # the same triangle in every run's last keys
         outputs, probs = [], []
-        for i, (first, end, keys) in enumerate(_spans(T, G, blocks)):
+        for first, end, keys in _spans(T, G, blocks):
             scores = torch.bmm(q[:, first:end], k[:, :keys].transpose(1, 2))  # (BK, rows, keys)
-            scores.masked_fill_(_hidden_keys(T, G, blocks, i, q.device), float("-inf"))
+            scores[:, :, keys - size :].masked_fill_(hidden, float("-inf"))
             p = torch.softmax(scores, dim=-1)
             outputs.append(torch.bmm(p, v[:, :keys]))  # (BK, rows, D)
             probs.append(p)
