@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from gptlab.generate.compiled import has_cpp_compiler
 from gptlab.model import GPT, GPTConfig, attention
 
 
@@ -99,3 +100,18 @@ def test_the_gpt_trains_through_it_as_through_sdpa(monkeypatch):
     torch.testing.assert_close(loss, loss_ref, rtol=0, atol=1e-12)
     for name, grad in grads.items():
         torch.testing.assert_close(grad, grads_ref[name], rtol=0, atol=1e-12, msg=name)
+
+
+@pytest.mark.skipif(not has_cpp_compiler(), reason="torch.compile's CPU backend needs a C++ compiler")
+def test_torch_compile_traces_it_whole():
+    """``--compile`` training relies on dynamo tracing the autograd.Function, forward and backward,
+    in one graph (``fullgraph``): compiled results equal eager ones."""
+    g = torch.Generator().manual_seed(7)
+    B, T, H, K, D = 2, 16, 4, 2, 8
+    qkv = torch.randn(B, T, H + 2 * K, D, generator=g)
+    grad_out = torch.randn(B, T, H * D, generator=g)
+    compiled = torch.compile(attention.blocked_causal_attention, fullgraph=True)
+    y_eager, grad_eager = outputs_and_grads(attention.blocked_causal_attention, qkv, (H, K, K), grad_out)
+    y, grad = outputs_and_grads(compiled, qkv, (H, K, K), grad_out)
+    torch.testing.assert_close(y, y_eager, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grad, grad_eager, rtol=1e-5, atol=1e-5)
