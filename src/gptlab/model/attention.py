@@ -2,11 +2,12 @@
 
 PyTorch's CPU flash-attention kernel walks the keys in blocks of 512, so at contexts up to 512 it
 computes every query's score against every key and masks half of them away afterwards: causal
-attention costs what full attention costs (measured: the same time with and without the mask). Here the queries are cut into ``blocks`` equal runs of
-positions and each run is multiplied only with the keys it can see, the ones up to its last
-position; with four runs, 5/8 of the full products. The products are batched matrix products and
-the probabilities are kept for the backward pass, which is what makes this fast at short contexts
-and what limits it to them (their memory grows with the context squared; ``fits`` says when).
+attention costs what full attention costs (measured: the same time with and without the mask).
+Here the queries are cut into ``blocks`` equal runs of positions, and each run is multiplied only
+with the keys it can see, the ones up to its last position: with four runs, 5/8 of the full
+products. The products are batched matrix products, and the probabilities are kept for the
+backward pass; that is what makes this fast at short contexts, and what limits it to them (their
+memory grows with the context squared; ``fits`` says when).
 
 With grouped-query attention the G query heads that share a key/value head are folded into the
 rows of one product (rows ordered by position, then head), so keys and values are never repeated.
@@ -20,7 +21,7 @@ import math
 
 import torch
 
-BLOCKS = 4  # runs of queries: 2 gives 3/4 of the full products, 4 gives 5/8, and more small products cost more than they save
+BLOCKS = 4  # runs of queries: 2 do 3/4 of the full products, 4 do 5/8; more, smaller ones cost more than they save
 MAX_PROBS_BYTES = 64 * 2**20  # per layer: the probabilities kept for the backward pass
 MIN_CONTEXT = 256  # below it the flash kernel is as fast or faster (it has little to skip)
 MAX_CONTEXT = 512  # above it the flash kernel skips whole blocks of keys itself, and is as fast
@@ -29,8 +30,8 @@ MAX_CONTEXT = 512  # above it the flash kernel skips whole blocks of keys itself
 def fits(q: torch.Tensor, k: torch.Tensor, blocks: int = BLOCKS) -> bool:
     """Whether ``blocked_causal_attention`` suits q (B, T, H, D), k (B, T, K, D): a backward pass
     to come (the gain is there: without one, the flash kernel's forward is faster), on the CPU, in
-    float32 or float64, T from ``MIN_CONTEXT`` to ``MAX_CONTEXT`` and a multiple of ``blocks``, and the kept
-    probabilities under ``MAX_PROBS_BYTES``."""
+    float32 or float64, T from ``MIN_CONTEXT`` to ``MAX_CONTEXT`` and a multiple of ``blocks``, and
+    the kept probabilities under ``MAX_PROBS_BYTES``."""
     B, T, H, _ = q.shape
     kept = B * H * T * T * (blocks + 1) // (2 * blocks)  # the blocks' probabilities: 5/8 of T x T for 4
     return (
@@ -44,7 +45,9 @@ def fits(q: torch.Tensor, k: torch.Tensor, blocks: int = BLOCKS) -> bool:
     )
 
 
-def blocked_causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, blocks: int = BLOCKS) -> torch.Tensor:
+def blocked_causal_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, blocks: int = BLOCKS
+) -> torch.Tensor:
     """Causal softmax(q kᵀ / √D) v for q (B, T, H, D), k and v (B, T, K, D) → (B, T, H·D), query
     head h reading key/value head h // G as in Hugging Face's ``repeat_kv``. No dropout, no padding
     mask: the training path. The result equals ``F.scaled_dot_product_attention(is_causal=True)``
@@ -77,7 +80,9 @@ class _BlockedCausal(torch.autograd.Function):
     """The folded rows' attention, forward and backward, one run of queries at a time."""
 
     @staticmethod
-    def forward(ctx, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, blocks: int) -> torch.Tensor:  # type: ignore[override]
+    def forward(  # type: ignore[override]
+        ctx, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, blocks: int
+    ) -> torch.Tensor:
         BK, R, D = q.shape
         T = k.size(1)
         G = R // T
