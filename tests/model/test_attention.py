@@ -1,6 +1,6 @@
 """Blocked causal attention (``gptlab.model.attention``) against PyTorch's own scaled dot-product
 attention: outputs and all three gradients, in float64 so that any wrong block, mask or fold shows
-far above rounding; and the GPT's training path, which takes it at contexts of 256 and up."""
+far above rounding; and the GPT's training path, which takes it at contexts of 256 to 512."""
 
 from __future__ import annotations
 
