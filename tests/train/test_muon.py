@@ -5,7 +5,7 @@ import torch
 
 from gptlab.model.config import GPTConfig
 from gptlab.model.gpt import GPT
-from gptlab.train.muon import MuonAdamW, orthogonalize
+from gptlab.train.muon import NS_COEFFICIENTS, MuonAdamW, orthogonalize
 from gptlab.train.trainer import TrainConfig, make_optimizer
 
 
@@ -23,6 +23,22 @@ def test_orthogonalize_approximates_the_polar_factor(shape, dtype):
     assert sv.min() > 0.6 and sv.max() < 1.25
     cosine = (out * polar).sum(dim=(-2, -1)) / (out.norm(dim=(-2, -1)) * polar.norm(dim=(-2, -1)))
     assert (cosine > 0.95).all()
+
+
+@pytest.mark.parametrize("shape", [(3, 24, 40), (2, 40, 24)])
+def test_orthogonalize_is_the_quintic_iteration(shape):
+    """The batched products with folded scalings compute the reference's iteration exactly
+    (float64): X <- aX + (bA + cA^2)X with A = XX^T, on the wide orientation."""
+    a, b, c = NS_COEFFICIENTS
+    torch.manual_seed(0)
+    g = torch.randn(shape, dtype=torch.float64)
+    x = g.mT if shape[1] > shape[2] else g
+    x = x / (x.norm(dim=(-2, -1), keepdim=True) + 1e-7)
+    for _ in range(5):
+        gram = x @ x.mT
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    expected = x.mT if shape[1] > shape[2] else x
+    torch.testing.assert_close(orthogonalize(g, steps=5, dtype=torch.float64), expected, rtol=0, atol=1e-12)
 
 
 def test_muon_group_matches_torch_muon():

@@ -43,8 +43,9 @@ def orthogonalize(
         x = x.mT
     x = x / (x.norm(dim=(-2, -1), keepdim=True) + eps)  # spectral norm ≤ Frobenius norm ≤ 1
     for _ in range(steps):
-        gram = x @ x.mT
-        x = a * x + (b * gram + c * (gram @ gram)) @ x
+        gram = x @ x.mT  # (N, A, A)
+        # x ← a·x + (b·gram + c·gram²)·x, the scalings done by the products (fewer passes over x)
+        x = torch.baddbmm(x, torch.baddbmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
     if tall:
         x = x.mT
     return x.to(updates.dtype)
