@@ -308,26 +308,73 @@ def test_window_sampler_shapes_and_shift() -> None:
     assert x.is_contiguous() and y.is_contiguous()
 
 
-def test_window_sampler_determinism_and_resume() -> None:
+@pytest.mark.parametrize("order", ["epochs", "random"])
+def test_window_sampler_determinism_and_resume(order: str) -> None:
     tokens = np.random.default_rng(0).integers(0, 500, 5000).astype(np.uint16)
-    first, second = WindowSampler(tokens, 32, 4, seed=7), WindowSampler(tokens, 32, 4, seed=7)
-    run = [first.next_batch() for _ in range(8)]
-    assert all(torch.equal(a[0], b[0]) for a, b in zip(run, (second.next_batch() for _ in range(8))))
+    first, second = WindowSampler(tokens, 32, 4, 7, order), WindowSampler(tokens, 32, 4, 7, order)
+    run = [first.next_batch() for _ in range(60)]  # epochs: 155 windows an epoch, so 60 batches cross one
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(run, (second.next_batch() for _ in range(60))))
 
-    interrupted = WindowSampler(tokens, 32, 4, seed=7)
-    for _ in range(5):
+    interrupted = WindowSampler(tokens, 32, 4, 7, order)
+    for _ in range(37):  # stops inside the first epoch
         interrupted.next_batch()
     state = json.loads(json.dumps(interrupted.state_dict()))
-    resumed = WindowSampler(tokens, 32, 4, seed=0)
+    resumed = WindowSampler(tokens, 32, 4, seed=0, order=order)
     resumed.load_state_dict(state)
-    for expected in run[5:]:
+    for expected in run[37:]:
         x, y = resumed.next_batch()
         assert torch.equal(x, expected[0]) and torch.equal(y, expected[1])
 
-    other = WindowSampler(tokens, 32, 4, seed=8)
+    other = WindowSampler(tokens, 32, 4, seed=8, order=order)
     assert not torch.equal(other.next_batch()[0], run[0][0])
     with pytest.raises(DataError):
         resumed.load_state_dict({"seed": -1})
+
+
+def test_epoch_windows_tile_the_corpus_once_per_epoch() -> None:
+    """Every epoch trains on back-to-back windows that cover all but the slack at the two ends
+    (< 2 windows), each once, in its own order and from its own phase; a batch may straddle two."""
+    T, n = 16, 1000
+    sampler = WindowSampler(np.arange(n), block_size=T, batch_size=7, seed=3, order="epochs")
+    per_epoch = sampler.per_epoch
+    assert per_epoch == (n - T) // T == 61
+    starts = np.concatenate([sampler.offsets(i) for i in range(3 * per_epoch // 7 + 1)])
+    epochs = [starts[e * per_epoch:(e + 1) * per_epoch] for e in range(3)]
+    for offsets in epochs:
+        tiled = np.sort(offsets)
+        assert np.array_equal(tiled, tiled[0] + T * np.arange(per_epoch))  # disjoint, back to back
+        assert tiled[-1] + T + 1 <= n  # the last window's target is inside the corpus
+        assert n - per_epoch * T < 2 * T  # what an epoch leaves out
+    assert not np.array_equal(epochs[0], epochs[1])  # a new order each epoch
+    assert len({int(np.min(e)) for e in epochs}) > 1  # and a new phase
+    # the batch that crosses from epoch 0 to 1 (61 = 8 * 7 + 5) takes 5 windows of one, 2 of the next
+    assert np.array_equal(sampler.offsets(8)[:5], epochs[0][56:]) and np.array_equal(sampler.offsets(8)[5:], epochs[1][:2])
+
+
+def test_random_windows_keep_their_stream() -> None:
+    """The default order, random, draws exactly what every run before orders did (so those runs
+    resume the same)."""
+    sampler = WindowSampler(np.arange(5000), block_size=32, batch_size=4, seed=7)
+    for i in range(3):
+        expected = np.random.default_rng([7, i]).integers(0, 5000 - 32, size=4)
+        assert np.array_equal(sampler.offsets(i), expected)
+
+
+def test_window_order_is_checked_and_a_changed_order_warns(caplog: pytest.LogCaptureFixture) -> None:
+    from gptlab.train.config import WINDOW_ORDERS  # the training config's copy, kept free of numpy and torch
+
+    assert WINDOW_ORDERS == shards.WINDOW_ORDERS
+    with pytest.raises(ConfigError, match="window order must be one of epochs, random"):
+        WindowSampler(np.arange(100), block_size=8, batch_size=1, order="sequential")
+    sampler = WindowSampler(np.arange(100), block_size=8, batch_size=1, order="epochs")
+    old_state = {"seed": 1, "batches_drawn": 3, "block_size": 8, "batch_size": 1, "n_tokens": 100}  # no order: random
+    with caplog.at_level("WARNING", logger="gptlab.data.shards"):
+        sampler.load_state_dict(old_state)
+    assert "order epochs (was random)" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="gptlab.data.shards"):
+        sampler.load_state_dict({**old_state, "order": "epochs"})
+    assert caplog.text == "" and sampler.batches_drawn == 3
 
 
 def test_window_sampler_covers_the_edges_and_rejects_short_corpora() -> None:

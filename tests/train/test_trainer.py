@@ -73,6 +73,8 @@ def test_train_config_validation():
         TrainConfig(optimizer="sgd")
     with pytest.raises(ConfigError, match="fsdp"):
         TrainConfig(optimizer="muon", fsdp=True)
+    with pytest.raises(ConfigError, match="windows must be epochs or random"):
+        TrainConfig(windows="sequential")
 
 
 def test_training_lowers_loss_and_writes_a_run(corpus_file, tmp_path):
@@ -135,15 +137,19 @@ def test_gradient_accumulation_matches_a_big_batch(corpus_file, tmp_path):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
 
 
-@pytest.mark.parametrize("optimizer, preset", [("adamw", "tiny"), ("muon", "tiny"), ("muon", "llama-tiny")])
-def test_resume_in_process_is_bit_identical(corpus_file, tmp_path, optimizer, preset):
-    full = build_trainer(tiny_config(corpus_file, tmp_path / "full", optimizer=optimizer, preset=preset))
+@pytest.mark.parametrize("optimizer, preset, windows", [
+    ("adamw", "tiny", "random"), ("muon", "tiny", "random"), ("muon", "llama-tiny", "random"),
+    ("adamw", "tiny", "epochs"),
+])
+def test_resume_in_process_is_bit_identical(corpus_file, tmp_path, optimizer, preset, windows):
+    settings = dict(optimizer=optimizer, preset=preset, windows=windows)
+    full = build_trainer(tiny_config(corpus_file, tmp_path / "full", **settings))
     full.fit()
-    part = build_trainer(tiny_config(corpus_file, tmp_path / "part", optimizer=optimizer, preset=preset))
+    part = build_trainer(tiny_config(corpus_file, tmp_path / "part", **settings))
     part.fit(steps=10)
+    assert part.sampler.order == windows
     del part
-    resumed = build_trainer(tiny_config(corpus_file, tmp_path / "part", optimizer=optimizer, preset=preset),
-                            resume=True)
+    resumed = build_trainer(tiny_config(corpus_file, tmp_path / "part", **settings), resume=True)
     assert resumed.step == 10
     resumed.fit()
     assert losses(tmp_path / "part") == losses(tmp_path / "full")

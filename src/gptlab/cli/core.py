@@ -30,6 +30,8 @@ TRAIN_HELP: dict[str, str] = {
     "block_size": "override the preset's context length in tokens",
     "dropout": "dropout probability",
     "batch_size": "sequences per micro-batch",
+    "windows": "random (each window at a random offset, as nanoGPT) or epochs (the corpus cut into "
+    "windows, each trained on once per epoch, in a shuffled order)",
     "grad_accum": "micro-batches accumulated per optimizer step",
     "max_steps": "optimizer steps to train for (the schedule ends here)",
     "max_time": "stop after this many seconds (a checkpoint is saved)",

@@ -5,8 +5,9 @@
    arrays, one ``<|endoftext|>`` after each document, with ``tokenizer.json`` and
    ``manifest.json`` beside them. Neither the whole text nor the whole token stream is ever held
    in memory.
-4. **Windows.** :class:`WindowSampler` draws random ``(x, y)`` windows from a memory-mapped
-   shard, deterministically from a seed and a batch counter, so training resumes exactly.
+4. **Windows.** :class:`WindowSampler` draws ``(x, y)`` windows from a memory-mapped shard: at
+   random offsets, or (``order="epochs"``) every window once per epoch in a shuffled order,
+   deterministically from a seed and a batch counter either way, so training resumes exactly.
 
 (Steps 1 and 2, documents and the train/val split, live in ``gptlab.data.corpus``.)
 """
@@ -308,14 +309,26 @@ def is_prepared(directory: str | Path) -> bool:
 # 5. sliding windows
 
 
-class WindowSampler:
-    """Random sliding windows (x, y = x shifted by one) from a token array, deterministic from a seed.
+WINDOW_ORDERS = ("epochs", "random")
 
-    Batch number ``i`` takes its window offsets from ``np.random.default_rng([seed, i])``, so the
-    whole stream is a function of the seed, and the state to resume it is the seed and ``i``.
+
+class WindowSampler:
+    """Sliding windows (x, y = x shifted by one) from a token array, deterministic from a seed.
+
+    ``order="random"`` (the default) draws every window at a uniformly random offset, as nanoGPT
+    does; over as many tokens as the corpus holds, that leaves about a third of it (1/e) unseen and
+    shows other parts twice. ``order="epochs"`` cuts the tokens into back-to-back windows of
+    ``block_size``, starting at a random phase, and visits them in a random order: every token is
+    trained on once per epoch, and each epoch has its own phase and order.
+
+    Batch number ``i`` is a function of the seed and ``i`` alone (epoch ``e`` shuffles with
+    ``np.random.default_rng([seed, e])``, random offsets come from ``default_rng([seed, i])``), so
+    the state to resume the stream is the seed and ``i``.
     """
 
-    def __init__(self, tokens: np.ndarray, block_size: int, batch_size: int, seed: int = 0) -> None:
+    def __init__(
+        self, tokens: np.ndarray, block_size: int, batch_size: int, seed: int = 0, order: str = "random"
+    ) -> None:
         for name, value, minimum in (
             ("block_size", block_size, 1),
             ("batch_size", batch_size, 1),
@@ -323,6 +336,8 @@ class WindowSampler:
         ):
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
                 raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        if order not in WINDOW_ORDERS:
+            raise ConfigError(f"window order must be one of {', '.join(WINDOW_ORDERS)}, got {order!r}")
         if np.ndim(tokens) != 1:
             raise DataError(f"tokens must be a 1-D array, got shape {np.shape(tokens)}")
         if len(tokens) < block_size + 1:
@@ -331,13 +346,35 @@ class WindowSampler:
             )
         self.tokens = tokens
         self.block_size, self.batch_size, self.seed = int(block_size), int(batch_size), int(seed)
+        self.order = order
         self.batches_drawn = 0
         self._window = np.arange(self.block_size + 1)
+        # epochs: windows phase + j·T for j < per_epoch, the last one ending (with its target) by the
+        # last token; the phase takes up the slack, 0 .. max_phase (at least T - 1 when there is room)
+        T = self.block_size
+        self.per_epoch = max(1, (len(tokens) - T) // T)
+        self._max_phase = len(tokens) - 1 - self.per_epoch * T
+        self._epoch: tuple[int, np.ndarray, int] | None = None  # (epoch, window order, phase), the last one used
+
+    def _shuffled(self, epoch: int) -> tuple[np.ndarray, int]:
+        """Epoch ``epoch``'s window order (a permutation of ``per_epoch``) and phase."""
+        if self._epoch is None or self._epoch[0] != epoch:
+            rng = np.random.default_rng([self.seed, epoch])
+            self._epoch = (epoch, rng.permutation(self.per_epoch), int(rng.integers(0, self._max_phase + 1)))
+        return self._epoch[1], self._epoch[2]
 
     def offsets(self, batch_index: int) -> np.ndarray:
         """(batch_size,) start positions of the windows of batch number ``batch_index``."""
-        rng = np.random.default_rng([self.seed, batch_index])
-        return rng.integers(0, len(self.tokens) - self.block_size, size=self.batch_size)
+        if self.order == "random":
+            rng = np.random.default_rng([self.seed, batch_index])
+            return rng.integers(0, len(self.tokens) - self.block_size, size=self.batch_size)
+        numbers = batch_index * self.batch_size + np.arange(self.batch_size)  # windows counted over all epochs
+        out = np.empty(self.batch_size, dtype=np.int64)
+        for epoch in np.unique(numbers // self.per_epoch):  # one epoch, or two where a batch straddles
+            mine = numbers // self.per_epoch == epoch
+            order, phase = self._shuffled(int(epoch))
+            out[mine] = phase + order[numbers[mine] % self.per_epoch] * self.block_size
+        return out
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The next (x, y), each int64 of shape (batch_size, block_size), with y[:, t] = x[:, t+1]."""
@@ -347,7 +384,7 @@ class WindowSampler:
         windows = torch.from_numpy(np.asarray(windows, dtype=np.int64))
         return windows[:, :-1].contiguous(), windows[:, 1:].contiguous()
 
-    def state_dict(self) -> dict[str, int]:
+    def state_dict(self) -> dict[str, int | str]:
         """The stream position, JSON-able."""
         return {
             "seed": self.seed,
@@ -355,9 +392,10 @@ class WindowSampler:
             "block_size": self.block_size,
             "batch_size": self.batch_size,
             "n_tokens": len(self.tokens),
+            "order": self.order,
         }
 
-    def load_state_dict(self, state: dict[str, int]) -> None:
+    def load_state_dict(self, state: dict[str, int | str]) -> None:
         """Continue from ``state``: the following batches equal those an uninterrupted sampler
         would give (if block size, batch size and tokens are the same; a warning says if not)."""
         try:
@@ -370,9 +408,9 @@ class WindowSampler:
             ("block_size", self.block_size),
             ("batch_size", self.batch_size),
             ("n_tokens", len(self.tokens)),
+            ("order", self.order),
         ):
-            if key in state and state[key] != current:
-                logger.warning(
-                    "resuming windows with %s %s (was %s): the batches will differ", key, current, state[key]
-                )
+            saved = state.get(key, "random" if key == "order" else current)  # before orders, all were random
+            if saved != current:
+                logger.warning("resuming windows with %s %s (was %s): the batches will differ", key, current, saved)
         self.seed, self.batches_drawn = seed, drawn

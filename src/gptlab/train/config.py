@@ -14,6 +14,8 @@ from gptlab.model.config import GPTConfig, check_positive_ints, dataclass_from_d
 from gptlab.errors import ConfigError
 from gptlab.train.tracking import parse_trackers
 
+WINDOW_ORDERS = ("epochs", "random")  # gptlab.data.shards.WindowSampler's orders (kept free of torch here)
+
 
 @dataclass
 class TrainConfig:
@@ -35,6 +37,7 @@ class TrainConfig:
     model: dict[str, Any] = dataclasses.field(default_factory=dict)  # more GPTConfig fields, e.g. {"mlp": "relu2"}
     # optimisation
     batch_size: int = 16
+    windows: str = "random"  # "random": each window at a random offset (nanoGPT); "epochs": each once per epoch, shuffled
     grad_accum: int = 1
     max_steps: int = 1000
     max_time: float | None = None  # seconds; stop (and save) when exceeded
@@ -85,6 +88,8 @@ class TrainConfig:
             raise ConfigError(f"max_bytes must be positive, got {self.max_bytes!r}")
         check_optimization_settings(self)
         self.log_to = parse_trackers(self.log_to)  # "tensorboard,csv" or a list of names
+        if self.windows not in WINDOW_ORDERS:
+            raise ConfigError(f"windows must be epochs or random, got {self.windows!r}")
         if self.optimizer not in ("adamw", "muon"):
             raise ConfigError(f"optimizer must be adamw or muon, got {self.optimizer!r}")
         if self.optimizer == "muon" and self.fsdp:

@@ -1,4 +1,4 @@
-"""Training: next-token prediction on random sliding windows of a prepared corpus.
+"""Training: next-token prediction on sliding windows of a prepared corpus.
 
 ``TrainConfig`` holds every training knob (each one is also a CLI flag and a config-file key).
 ``Trainer`` owns the loop: AdamW with decay/no-decay groups (or Muon for the block matrices),
@@ -147,7 +147,7 @@ class Trainer:
         self.tokenizer = tokenizer
         self.data = data
         block = model.config.block_size
-        self.sampler = WindowSampler(data.train, block, cfg.batch_size, seed=cfg.seed)  # global batches
+        self.sampler = WindowSampler(data.train, block, cfg.batch_size, seed=cfg.seed, order=cfg.windows)  # global batches
         WindowSampler(data.val, block, cfg.batch_size, seed=cfg.seed)  # validate: val holds a window
         self.model = model.to(self.device)
         self.step = 0
