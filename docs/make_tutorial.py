@@ -286,7 +286,7 @@ With no arguments, `gptlab train` does the whole job: it reads the standard libr
 trains a 2,048-token tokenizer, trains the `qwen3-small` model (built as today's open models are:
 RMSNorm, rotary positions, a SwiGLU MLP, grouped-query attention, and, as in Qwen3, a norm on each
 head's queries and keys; 4 blocks, 4 attention heads, vectors of
-128 numbers, a context of 128 tokens, 1.3 million weights) for 1,000 steps of 16 windows, and
+128 numbers, a context of 128 tokens, 1.05 million weights) for 1,000 steps of 16 windows, and
 prints a sample of the Python it learned to write. `--log-to tensorboard,csv` also writes the
 metrics for TensorBoard and as a table:""",
         commands=(
@@ -340,9 +340,9 @@ model has rarely seen, and it has to go on from there. Token healing, on by defa
 `gptlab sample`, backs the prompt up by that token and lets the first new token be any token that
 starts with a space: the model spells the space again together with a name, the way it learned to
 (the text printed still starts after the prompt). Here the two greedy texts part at once: healed,
-the model wrote `_get_name(self):` and a docstring that goes round in circles, as greedy decoding
-often does; unhealed, it went on from the lone space with `join(self.formatMessage)`, which is
-not Python. One text shows little either way; over many samples, healing
+the model wrote an `__init__` that names `master` five times, a docstring and a call; unhealed, it
+went on from the lone space with `uto(self, name, name, ...` and repeated ` name` until the tokens
+ran out, the loop greedy decoding often falls into. One text shows little either way; over many samples, healing
 keeps the model on ground it knows ([sampling](sampling.md#token-healing): early in training, 46
 of 50 samples put a name after `def ` with healing, 20 of 50 without).""",
     ),
@@ -358,9 +358,9 @@ in effect, choosing between.""",
         commands=(Command(f'gptlab inspect next {RUN} "    def __init__(self" --top-k 8 --out runs/inspect'),),
         pictures=(("runs/inspect/next_token.png", "the most probable next tokens"),),
         outro="""\
-Tokens that follow from what came before, such as the rest of `__init__` and `self` after the
-parenthesis, cost few bits; ` def` after four spaces could have been many things, and costs the
-most. The bar chart is the top of the distribution the model samples its next token from.""",
+Tokens that follow from what came before, such as `__(` after `init` and `self` after the
+parenthesis, cost few bits; ` def` after four spaces, and the ` __` after it, could have been many
+things, and cost the most. The bar chart is the top of the distribution the model samples its next token from.""",
     ),
     Step(
         id="attention",
@@ -397,12 +397,11 @@ final layer, as if the model stopped there, and shows what it would predict:""",
         pictures=(("runs/inspect/lens.png", "top prediction after each layer"),),
         outro="""\
 The last row is the model's real prediction; the rows above show it taking shape. After ` os`
-every block bets on `.` (as in `os.path`), almost surely: this model has read `os` inside
+every block bets on `.` (as in `os.path`), at about 0.8: this model has read `os` inside
 functions, mostly as `os.path...`, and hardly ever `import os` on a line of its own, since the
 imports at the top of a file are not part of its corpus. The row read straight
-after the embeddings says little here, as this Llama-style model has an output layer of its own.
-In GPT-2, whose output layer shares its weights with the embedding table, that row "predicts" the
-token being read, since each token's vector is most similar to itself.""",
+after the embeddings "predicts" the token being read: this model, like GPT-2 and Qwen3's small
+models, reads and writes tokens with one table, and each token's vector is most similar to itself.""",
     ),
     Step(
         id="embeddings",
@@ -470,10 +469,11 @@ that are longer than the model's context of 128 tokens.
 
 The last two commands give the model, before and after fine-tuning, the same signature and
 docstring, and stop at the first blank line. Trained on whole functions, the
-base model already knows that a body follows a docstring, and here both write the same short line.
-What the fine-tuning changed shows in the loss on bodies it never trained on, 2.70 before and 2.20
-after: it predicts bodies better on average, not this one. Its code is not correct, nobody would
-expect that of a model this size, but it has the task's shape.""",
+base model already knows that a body follows a docstring: it writes one line, a call on an
+attribute it made up. The fine-tuned model writes a shorter one, `return self._closing`, closer to
+what such a method does. The loss on bodies it never trained on says more than one sample: 2.65
+before and 2.16 after. Its code is not correct, nobody would expect that of a model this size, but
+it has the task's shape.""",
     ),
     Step(
         id="instructions",
