@@ -195,7 +195,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                        block_size=256, vocab_size=512),
     # llama-small + QK-norm (RMSNorm on each head's queries and keys) and the LM head tied to the
     # token embedding, as Qwen3's small models have them: the main job's model, chosen by the recipe
-    # search in bench/README (QK-norm −0.05 bits/byte at equal steps, the tied head −0.06 over 3 seeds)
+    # search in bench/README (QK-norm −0.05 bits/byte at equal steps, the tied head −0.07 over 4 seeds)
     "qwen3-small": dict(LLAMA, n_layer=4, n_head=4, n_kv_head=2, n_embd=128, mlp_hidden=384,
                         block_size=128, vocab_size=512, qk_norm=True, tie_embeddings=True),
     # shapes of public checkpoints (their config.json on the Hugging Face Hub)
