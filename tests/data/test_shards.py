@@ -348,7 +348,8 @@ def test_epoch_windows_tile_the_corpus_once_per_epoch() -> None:
     assert not np.array_equal(epochs[0], epochs[1])  # a new order each epoch
     assert len({int(np.min(e)) for e in epochs}) > 1  # and a new phase
     # the batch that crosses from epoch 0 to 1 (61 = 8 * 7 + 5) takes 5 windows of one, 2 of the next
-    assert np.array_equal(sampler.offsets(8)[:5], epochs[0][56:]) and np.array_equal(sampler.offsets(8)[5:], epochs[1][:2])
+    straddling = sampler.offsets(8)
+    assert np.array_equal(straddling[:5], epochs[0][56:]) and np.array_equal(straddling[5:], epochs[1][:2])
 
 
 def test_random_windows_keep_their_stream() -> None:

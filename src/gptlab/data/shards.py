@@ -369,11 +369,12 @@ class WindowSampler:
             rng = np.random.default_rng([self.seed, batch_index])
             return rng.integers(0, len(self.tokens) - self.block_size, size=self.batch_size)
         numbers = batch_index * self.batch_size + np.arange(self.batch_size)  # windows counted over all epochs
+        epochs, within = np.divmod(numbers, self.per_epoch)
         out = np.empty(self.batch_size, dtype=np.int64)
-        for epoch in np.unique(numbers // self.per_epoch):  # one epoch, or two where a batch straddles
-            mine = numbers // self.per_epoch == epoch
+        for epoch in np.unique(epochs):  # one epoch, or two where a batch straddles
+            mine = epochs == epoch
             order, phase = self._shuffled(int(epoch))
-            out[mine] = phase + order[numbers[mine] % self.per_epoch] * self.block_size
+            out[mine] = phase + order[within[mine]] * self.block_size
         return out
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -37,7 +37,7 @@ class TrainConfig:
     model: dict[str, Any] = dataclasses.field(default_factory=dict)  # more GPTConfig fields, e.g. {"mlp": "relu2"}
     # optimisation
     batch_size: int = 16
-    windows: str = "random"  # "random": each window at a random offset (nanoGPT); "epochs": each once per epoch, shuffled
+    windows: str = "random"  # "random": windows at random offsets (nanoGPT); "epochs": each once an epoch, shuffled
     grad_accum: int = 1
     max_steps: int = 1000
     max_time: float | None = None  # seconds; stop (and save) when exceeded

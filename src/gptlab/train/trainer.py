@@ -147,7 +147,8 @@ class Trainer:
         self.tokenizer = tokenizer
         self.data = data
         block = model.config.block_size
-        self.sampler = WindowSampler(data.train, block, cfg.batch_size, seed=cfg.seed, order=cfg.windows)  # global batches
+        # global batches
+        self.sampler = WindowSampler(data.train, block, cfg.batch_size, seed=cfg.seed, order=cfg.windows)
         WindowSampler(data.val, block, cfg.batch_size, seed=cfg.seed)  # validate: val holds a window
         self.model = model.to(self.device)
         self.step = 0
