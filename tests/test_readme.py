@@ -5,7 +5,9 @@ The block's lines run as written, in an empty folder, with flags appended to kee
 (argparse lets the last flag win). ``runs/python-stdlib``, which the README's main job makes, is
 made first by a tiny ``gptlab train`` of the shape. Each command has its entry in ``SHORT``: the
 flags it gets, and whether it needs a run (then it runs once per shape) or not (once). A line
-whose command has no entry fails the test, so a command added to the tour is run here too.
+whose command has no entry fails the test, so a command added to the tour is run here too. What a
+line's comment names besides it (adaline and xor, --fsdp, a full fine-tune, the other views of
+inspect, import-hf, cost) runs after it.
 """
 
 from __future__ import annotations
@@ -79,6 +81,13 @@ def run_gptlab(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
     return out
 
 
+# what the comments of those lines name besides them: "then adaline, xor", "gptlab cost: dollars"
+ALSO_WITHOUT_RUN = {
+    "perceptron": [["adaline", "--epochs", "2"], ["xor", "--epochs", "200"]],
+    "count": [["cost"]],
+}
+
+
 def test_the_tour_commands_that_need_no_run(tmp_path, monkeypatch, capsys) -> None:
     pytest.importorskip("matplotlib")  # the perceptron draws its weights
     pytest.importorskip("sklearn")  # and learns scikit-learn's digits
@@ -87,10 +96,11 @@ def test_the_tour_commands_that_need_no_run(tmp_path, monkeypatch, capsys) -> No
     for argv in tour():
         flags, needs_run = SHORT.get(command_of(argv), ([], True))
         if not needs_run:
-            out = run_gptlab(argv[1:] + flags, capsys)
-            assert out.strip(), f"{shlex.join(argv)} printed nothing"
-            ran.append(command_of(argv))
-    assert {"perceptron", "count"} <= set(ran)
+            for args in [argv[1:] + flags, *ALSO_WITHOUT_RUN.get(command_of(argv), [])]:
+                out = run_gptlab(args, capsys)
+                assert out.strip(), f"gptlab {shlex.join(args)} printed nothing"
+                ran.append(args[0])
+    assert ran == ["perceptron", "adaline", "xor", "count", "cost"]
 
 
 @pytest.mark.slow
@@ -115,6 +125,7 @@ def test_every_tour_command_runs_on_the_shape(shape: str, tmp_path, monkeypatch,
             flags = flags + preset
         if command == "torchrun":
             check_torchrun(argv, flags + preset)
+            check_torchrun(argv, flags + preset + ["--fsdp", "--out", "runs/fsdp"])  # "DDP, or --fsdp"
         elif command == "serve":
             check_serve(argv)
         elif command == "sample" and "--compile" in argv and not has_cpp_compiler():
@@ -139,6 +150,10 @@ def check_output(argv: list[str], out: str, shape: str, gptlab: Callable[[list[s
         assert out.startswith(prompt)
     elif command == "finetune":
         assert Path(argv[argv.index("--out") + 1], "LATEST").is_file()
+        full = [a for a in argv[1:] if a != "--lora"]  # "full or LoRA"
+        full[full.index("--out") + 1] = "runs/full"
+        gptlab(full + SHORT["finetune"][0])
+        assert Path("runs/full/LATEST").is_file()
     elif command == "inspect":
         assert Path("runs/inspect/attention.html").is_file()
         run = argv[3]
@@ -152,6 +167,10 @@ def check_output(argv: list[str], out: str, shape: str, gptlab: Callable[[list[s
         else:
             config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
             assert config["architectures"] == [ARCHITECTURE[shape]]
+            # "import-hf: the way in": back into a run that writes what the first one writes
+            gptlab(["import-hf", str(folder), "--out", "runs/back"])
+            greedy = ["--prompt", "def ", "--temperature", "0", "--max-new-tokens", "12"]
+            assert gptlab(["sample", "runs/back", *greedy]) == gptlab(["sample", argv[2], *greedy])
     elif command == "export-gguf":
         with open(argv[3], "rb") as f:
             assert f.read(4) == b"GGUF"
@@ -165,7 +184,8 @@ def check_torchrun(argv: list[str], flags: list[str]) -> None:
                           capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "x 2 processes" in proc.stdout + proc.stderr
-    assert Path("runs/ddp/LATEST").is_file()
+    out = [flags[i + 1] for i, flag in enumerate(flags) if flag == "--out"][-1]  # argparse takes the last
+    assert Path(out, "LATEST").is_file()
 
 
 def check_serve(argv: list[str]) -> None:

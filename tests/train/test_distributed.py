@@ -1,7 +1,8 @@
 """Data-parallel training on CPU: 2 processes with the gloo backend, launched by torchrun.
 
 DDP with a global batch of B follows the same loss curve as one process with batch B; FSDP2
-follows DDP; a run saved by 2 processes resumes in 1 and continues the single-process curve.
+follows DDP, with AdamW and with Muon; a run saved by 2 processes resumes in 1 and continues the
+single-process curve.
 """
 
 import json
@@ -98,6 +99,9 @@ def launched(single):
         {"name": "fsdp", "cfg": settings(data, base / "fsdp", fsdp=True), "steps": 4, "resume": False},
         {"name": "fsdp-llama", "cfg": settings(data, base / "fsdp-llama", fsdp=True, **LLAMA), "steps": 0,
          "resume": False},
+        # Muon over sharded matrices, stopped half way: the momentum is gathered into the checkpoint
+        {"name": "fsdp-muon", "cfg": settings(data, base / "fsdp-muon", fsdp=True, optimizer="muon", **LLAMA),
+         "steps": 4, "resume": False},
     ]
     done, error = torchrun(base, jobs)
 
@@ -141,6 +145,18 @@ def test_fsdp_trains_the_llama_shape_as_one_process_does(single, launched, tmp_p
     one = tmp_path / "one"
     build_trainer(TrainConfig.from_dict(settings(base / "corpus.txt", one, **LLAMA))).fit()
     assert losses(launched("fsdp-llama")) == pytest.approx(losses(one), rel=1e-4)
+
+
+def test_fsdp_with_muon_matches_one_process_and_resumes_on_one(single, launched, tmp_path):
+    base, _ = single
+    one = tmp_path / "one"
+    build_trainer(TrainConfig.from_dict(settings(base / "corpus.txt", one, optimizer="muon", **LLAMA))).fit()
+    expected = losses(one)
+    run = launched("fsdp-muon")
+    assert losses(run) == pytest.approx(expected[:4], rel=1e-4)
+    again = TrainConfig.from_dict(settings(base / "corpus.txt", run, optimizer="muon", **LLAMA))
+    build_trainer(again, resume=True).fit()  # the other half in one process, from the gathered momentum
+    assert losses(run) == pytest.approx(expected, rel=1e-4)
 
 
 def test_fsdp_without_torchrun_is_a_config_error(single, tmp_path):

@@ -71,8 +71,6 @@ def test_train_config_validation():
         TrainConfig.from_dict({"lr": 1})
     with pytest.raises(ConfigError, match="optimizer must be adamw or muon"):
         TrainConfig(optimizer="sgd")
-    with pytest.raises(ConfigError, match="fsdp"):
-        TrainConfig(optimizer="muon", fsdp=True)
     with pytest.raises(ConfigError, match="windows must be epochs or random"):
         TrainConfig(windows="sequential")
 

@@ -92,8 +92,6 @@ class TrainConfig:
             raise ConfigError(f"windows must be epochs or random, got {self.windows!r}")
         if self.optimizer not in ("adamw", "muon"):
             raise ConfigError(f"optimizer must be adamw or muon, got {self.optimizer!r}")
-        if self.optimizer == "muon" and self.fsdp:
-            raise ConfigError("optimizer muon needs whole weight matrices, so it does not work with fsdp (use DDP)")
         if not isinstance(self.model, dict):
             raise ConfigError(f"model must be a table of model config fields, got {self.model!r}")
         settable = {f.name for f in dataclasses.fields(GPTConfig)} - {"vocab_size", "vocab_pad_multiple"}

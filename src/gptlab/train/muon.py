@@ -12,6 +12,12 @@ in fp32 on the CPU (bf16 on CUDA, as the reference does) and every group of same
 is orthogonalized in one batched matmul. The AdamW part is PyTorch's own: this class *is* a
 ``torch.optim.AdamW`` whose groups marked ``muon=True`` are stepped by Muon instead, so
 ``state_dict``/``load_state_dict`` and checkpoints work unchanged.
+
+Under FSDP2 each rank holds a slice of every matrix (a DTensor sharded by rows), and Newton-Schulz
+needs whole ones. The momentum is kept in slices, as AdamW's moments are; each step gathers the
+whole Nesterov updates, every rank orthogonalizes them (the same numbers on every rank), and each
+keeps the rows of its own slice: Moonshot's "distributed Muon" (2025), which trades one all-gather
+of the updates and repeated orthogonalization for an exact match with one process.
 """
 
 from __future__ import annotations
@@ -110,6 +116,22 @@ class MuonAdamW(torch.optim.AdamW):
         if wd:
             torch._foreach_mul_(params, 1.0 - lr * wd)
         for shape, index in by_shape.items():
-            ortho = orthogonalize(torch.stack([nesterov[i] for i in index]), group["ns_steps"])
+            ortho = orthogonalize(torch.stack([whole(nesterov[i]) for i in index]), group["ns_steps"])
+            updates = [shard_like(params[i], o) for i, o in zip(index, ortho.unbind(0))]
             scale = 0.2 * math.sqrt(max(shape))  # Moonshot's match-AdamW-RMS rule
-            torch._foreach_add_([params[i] for i in index], list(ortho.unbind(0)), alpha=-lr * scale)
+            torch._foreach_add_([params[i] for i in index], updates, alpha=-lr * scale)
+
+
+def whole(t: torch.Tensor) -> torch.Tensor:
+    """The whole matrix of ``t``: all-gathered from the ranks when it is a sharded DTensor (FSDP2)."""
+    return t.full_tensor() if hasattr(t, "full_tensor") else t
+
+
+def shard_like(param: torch.Tensor, full: torch.Tensor) -> torch.Tensor:
+    """``full``, which every rank holds alike, cut as ``param`` is sharded: this rank's rows only,
+    without communication; ``full`` itself when ``param`` is a plain tensor."""
+    if not hasattr(param, "device_mesh"):
+        return full
+    from torch.distributed.tensor import distribute_tensor
+
+    return distribute_tensor(full, param.device_mesh, param.placements, src_data_rank=None)
