@@ -14,6 +14,10 @@
   someone says why not. (The tutorial's commands are run by tests/test_tutorial.py.)
 - Every module of the package has a place in the API reference, and the README's links into the
   docs lead to pages that exist.
+- Every ``gptlab`` command shown in a bash block of the README or of a docs page (most of them are
+  not run: they need a corpus, a GPU, a download) is one the CLI's own parser takes, and a
+  ``gptlab train`` line gives a valid training config: a renamed flag or a refused combination
+  shows up here.
 """
 
 from __future__ import annotations
@@ -194,6 +198,47 @@ def test_every_module_is_in_the_api_reference() -> None:
     assert not missing, f"add these modules to a page of docs/api/: {missing}"
     gone = sorted(documented - modules)
     assert not gone, f"docs/api/ documents modules that no longer exist: {gone}"
+
+
+def shown_commands(path: Path) -> list[tuple[int, list[str]]]:
+    """(line, arguments) of each ``gptlab ...`` command of the page's bash blocks: lines joined at
+    a trailing backslash, the comment and anything after a pipe left out; a command run through
+    ``.venv/bin/gptlab`` or ``torchrun ... -m gptlab`` counts too."""
+    found = []
+    for block in code_blocks(path):
+        if block.lang != "bash":
+            continue
+        lines = block.code.splitlines()
+        i = 0
+        while i < len(lines):
+            first, line = i, lines[i].strip()
+            while line.endswith("\\") and i + 1 < len(lines):
+                i += 1
+                line = line[:-1] + " " + lines[i].strip()
+            command = re.match(r"(?:\.venv/bin/|torchrun .*-m )?gptlab(\s.*)?$", line)
+            if command:
+                words = shlex.split(command.group(1) or "", comments=True)
+                found.append((block.line + 1 + first, words[: words.index("|")] if "|" in words else words))
+            i += 1
+    return found
+
+
+def test_every_command_the_docs_show_parses() -> None:
+    from gptlab.cli.core import train_config_from_args
+    from gptlab.cli.main import build_parser
+
+    pages = [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]
+    shown = [(page, line, words) for page in pages for line, words in shown_commands(page)]
+    assert len(shown) >= 80, "the pages' commands were not found"
+    for page, line, words in shown:
+        where = f"{page.relative_to(ROOT)}:{line}: gptlab {shlex.join(words)}"
+        try:
+            args = build_parser().parse_args(words)
+        except SystemExit as exit:
+            assert not exit.code, f"{where}: the CLI refuses it"
+            continue  # --help
+        if args.command == "train" and not args.resume and not args.config:
+            train_config_from_args(args)  # a ConfigError names the line's problem
 
 
 def test_readme_links_into_the_docs_resolve() -> None:
