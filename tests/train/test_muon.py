@@ -5,6 +5,7 @@ import torch
 
 from gptlab.model.config import GPTConfig
 from gptlab.model.gpt import GPT
+from gptlab.train import muon
 from gptlab.train.muon import NS_COEFFICIENTS, MuonAdamW, orthogonalize
 from gptlab.train.trainer import TrainConfig, make_optimizer
 
@@ -56,6 +57,30 @@ def test_muon_group_matches_torch_muon():
         change, ref_change = ours_p.detach() - w0, ref_p.detach() - w0
         assert (change - ref_change).norm() / ref_change.norm() < 0.02, step
     assert not torch.equal(ours_p, w0)
+
+
+def test_matrices_orthogonalized_a_few_at_a_time_get_the_same_update(monkeypatch):
+    """Same-shape matrices are stacked up to STACK_ELEMENTS numbers at a time (the memory bound
+    of large models): one or two at a time give the update of one stack, to the rounding of the
+    float32 iterations (1e-6 here, against updates of about 0.02: a matrix given another's update
+    would be off by that much)."""
+    torch.manual_seed(0)
+    weights = [torch.randn(16, 24, dtype=torch.float64) for _ in range(5)]
+    grads = [torch.randn(16, 24, dtype=torch.float64) for _ in range(5)]
+
+    def stepped(stack_elements: int) -> list[torch.Tensor]:
+        monkeypatch.setattr(muon, "STACK_ELEMENTS", stack_elements)
+        params = [torch.nn.Parameter(w.clone()) for w in weights]
+        opt = MuonAdamW([{"params": params, "muon": True, "weight_decay": 0.1}], lr=0.02)
+        for p, g in zip(params, grads):
+            p.grad = g.clone()
+        opt.step()
+        return [p.detach() for p in params]
+
+    together, one_by_one, in_twos = stepped(1 << 25), stepped(1), stepped(2 * 16 * 24)
+    for a, b, c in zip(together, one_by_one, in_twos):
+        torch.testing.assert_close(b, a, rtol=0, atol=1e-6)
+        torch.testing.assert_close(c, a, rtol=0, atol=1e-6)
 
 
 def test_adamw_groups_step_exactly_like_torch_adamw():

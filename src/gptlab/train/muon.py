@@ -8,8 +8,9 @@ one learning rate and weight decay serve both kinds of parameter.
 
 ``torch.optim.Muon`` implements the same update, but it orthogonalizes in bfloat16 one matrix at
 a time, which is tens of times slower on CPUs without bf16 units. Here the iterations run
-in fp32 on the CPU (bf16 on CUDA, as the reference does) and every group of same-shape matrices
-is orthogonalized in one batched matmul. The AdamW part is PyTorch's own: this class *is* a
+in fp32 on the CPU (bf16 on CUDA, as the reference does) and same-shape matrices are
+orthogonalized together in batched matmuls (up to ``STACK_ELEMENTS`` numbers at a time, which
+bounds the memory the stack takes at large sizes). The AdamW part is PyTorch's own: this class *is* a
 ``torch.optim.AdamW`` whose groups marked ``muon=True`` are stepped by Muon instead, so
 ``state_dict``/``load_state_dict`` and checkpoints work unchanged.
 
@@ -29,6 +30,7 @@ from typing import Any
 import torch
 
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)  # the quintic iteration of the reference implementation
+STACK_ELEMENTS = 1 << 25  # same-shape matrices orthogonalized together, up to this many numbers (128 MB in fp32)
 
 
 def orthogonalize(
@@ -116,10 +118,13 @@ class MuonAdamW(torch.optim.AdamW):
         if wd:
             torch._foreach_mul_(params, 1.0 - lr * wd)
         for shape, index in by_shape.items():
-            ortho = orthogonalize(torch.stack([whole(nesterov[i]) for i in index]), group["ns_steps"])
-            updates = [shard_like(params[i], o) for i, o in zip(index, ortho.unbind(0))]
             scale = 0.2 * math.sqrt(max(shape))  # Moonshot's match-AdamW-RMS rule
-            torch._foreach_add_([params[i] for i in index], updates, alpha=-lr * scale)
+            per_stack = max(1, STACK_ELEMENTS // shape.numel())
+            for start in range(0, len(index), per_stack):
+                chunk = index[start : start + per_stack]
+                ortho = orthogonalize(torch.stack([whole(nesterov[i]) for i in chunk]), group["ns_steps"])
+                updates = [shard_like(params[i], o) for i, o in zip(chunk, ortho.unbind(0))]
+                torch._foreach_add_([params[i] for i in chunk], updates, alpha=-lr * scale)
 
 
 def whole(t: torch.Tensor) -> torch.Tensor:
