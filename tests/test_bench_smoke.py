@@ -179,3 +179,10 @@ def test_code_quality_cuts_functions_where_the_next_statement_starts(bench):
     assert code_quality.parse_error("    def f(self):\n        return 1\n") is None
     assert code_quality.parse_error("default = 1\n") == "not a def: Assign"
     assert code_quality.parse_error("def f(:\n").startswith("SyntaxError")
+
+
+def test_malloc_runs(bench, capsys):
+    results = bench("malloc").main(["--pairs", "1", "--steps", "1", "--no-compile"])
+    (default, kept), = results["eager"]["pairs"]
+    assert default["step_s"] > 0 and kept["step_s"] > 0 and results["eager"]["ratio"] > 0
+    assert "kept / default speed" in capsys.readouterr().out

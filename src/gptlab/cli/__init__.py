@@ -6,7 +6,8 @@
   ``finetune``, ``lora``, ``docstrings``; :mod:`~gptlab.cli.inspect`, :mod:`~gptlab.cli.count`,
   :mod:`~gptlab.cli.hf` (``import-hf``, ``export-hf``), :mod:`~gptlab.cli.serve`,
   :mod:`~gptlab.cli.neurons` (the first chapter);
-- :mod:`~gptlab.cli.args` — the shared argument helpers.
+- :mod:`~gptlab.cli.args` — the shared argument helpers; :mod:`~gptlab.cli.malloc` — glibc's
+  malloc settings for a training process.
 """
 
 from gptlab.cli.main import build_parser, main

@@ -91,8 +91,11 @@ def train_config_from_args(args: argparse.Namespace) -> tuple[Any, bool]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from gptlab.cli.malloc import keep_freed_memory
     from gptlab.train import distributed
     from gptlab.train.trainer import build_trainer
+
+    keep_freed_memory()  # a step reuses the pages the last one freed
 
     cfg, resume = train_config_from_args(args)
     trainer = build_trainer(cfg, resume=resume)

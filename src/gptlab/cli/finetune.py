@@ -94,9 +94,11 @@ def finetune_config_from_args(args: argparse.Namespace) -> Any:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
+    from gptlab.cli.malloc import keep_freed_memory
     from gptlab.finetune.finetuner import build_finetuner
     from gptlab.finetune.lora import trainable_fraction
 
+    keep_freed_memory()  # a step reuses the pages the last one freed
     cfg = finetune_config_from_args(args)
     tuner = build_finetuner(cfg, resume=args.resume)
     trainable, total = trainable_fraction(tuner.model)
