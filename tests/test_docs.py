@@ -17,7 +17,8 @@
 - Every ``gptlab`` command shown in a bash block of the README or of a docs page (most of them are
   not run: they need a corpus, a GPU, a download) is one the CLI's own parser takes, and a
   ``gptlab train`` line gives a valid training config: a renamed flag or a refused combination
-  shows up here.
+  shows up here. Likewise every python block parses, imports names that exist, and calls what it
+  imports from gptlab with keywords their signatures take.
 """
 
 from __future__ import annotations
@@ -239,6 +240,37 @@ def test_every_command_the_docs_show_parses() -> None:
             continue  # --help
         if args.command == "train" and not args.resume and not args.config:
             train_config_from_args(args)  # a ConfigError names the line's problem
+
+
+def test_every_python_example_uses_names_that_exist() -> None:
+    import ast
+    import importlib
+    import inspect
+
+    pages = [ROOT / "README.md", *sorted(p for p in DOCS.glob("*.md") if p.name != "tutorial.md")]  # the tutorial runs
+    blocks = [(page, block) for page in pages for block in code_blocks(page) if block.lang == "python"]
+    assert len(blocks) >= 15, "the pages' python examples were not found"
+    for page, block in blocks:
+        where = f"{page.relative_to(ROOT)}:{block.line}"
+        tree = ast.parse(block.code, filename=where)
+        imported = {}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "gptlab":
+                module = importlib.import_module(node.module)
+                for alias in node.names:
+                    assert hasattr(module, alias.name), f"{where}: {node.module} has no {alias.name}"
+                    imported[alias.asname or alias.name] = getattr(module, alias.name)
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in imported):
+                continue
+            try:
+                parameters = inspect.signature(imported[node.func.id]).parameters
+            except (TypeError, ValueError):  # no signature to check against
+                continue
+            if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+                continue
+            unknown = [kw.arg for kw in node.keywords if kw.arg and kw.arg not in parameters]
+            assert not unknown, f"{where}: {node.func.id}() takes no {unknown}"
 
 
 def test_readme_links_into_the_docs_resolve() -> None:
