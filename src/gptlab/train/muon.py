@@ -23,6 +23,7 @@ of the updates and repeated orthogonalization for an exact match with one proces
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Iterable
 from typing import Any
@@ -139,4 +140,6 @@ def shard_like(param: torch.Tensor, full: torch.Tensor) -> torch.Tensor:
         return full
     from torch.distributed.tensor import distribute_tensor
 
-    return distribute_tensor(full, param.device_mesh, param.placements, src_data_rank=None)
+    if "src_data_rank" in inspect.signature(distribute_tensor).parameters:
+        return distribute_tensor(full, param.device_mesh, param.placements, src_data_rank=None)
+    return distribute_tensor(full, param.device_mesh, param.placements)  # older torch: rank 0 scatters the same rows
