@@ -23,9 +23,10 @@ of the updates and repeated orthogonalization for an exact match with one proces
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -138,8 +139,14 @@ def shard_like(param: torch.Tensor, full: torch.Tensor) -> torch.Tensor:
     without communication; ``full`` itself when ``param`` is a plain tensor."""
     if not hasattr(param, "device_mesh"):
         return full
+    return _distribute_local()(full, param.device_mesh, param.placements)
+
+
+@functools.cache
+def _distribute_local() -> Callable[..., torch.Tensor]:
+    """``distribute_tensor`` that keeps this rank's part of a tensor every rank holds, looked up once."""
     from torch.distributed.tensor import distribute_tensor
 
     if "src_data_rank" in inspect.signature(distribute_tensor).parameters:
-        return distribute_tensor(full, param.device_mesh, param.placements, src_data_rank=None)
-    return distribute_tensor(full, param.device_mesh, param.placements)  # older torch: rank 0 scatters the same rows
+        return functools.partial(distribute_tensor, src_data_rank=None)
+    return distribute_tensor  # older torch: rank 0 scatters the same rows
