@@ -60,8 +60,9 @@ def test_queries_never_see_later_keys():
 
 
 def test_fits_only_training_at_short_float_contexts_on_the_cpu():
-    def q_and_k(B=8, T=256, H=4, K=2, dtype=torch.float32, grad=True):
-        return torch.empty(B, T, H, 64, dtype=dtype, requires_grad=grad), torch.empty(B, T, K, 64, dtype=dtype)
+    def q_and_k(B=8, T=256, H=4, K=2, dtype=torch.float32, grad=True, v_dtype=None):
+        return (torch.empty(B, T, H, 64, dtype=dtype, requires_grad=grad), torch.empty(B, T, K, 64, dtype=dtype),
+                torch.empty(B, T, K, 64, dtype=v_dtype or dtype))
 
     assert attention.fits(*q_and_k())
     assert not attention.fits(*q_and_k(grad=False))  # no backward to come: the flash kernel's forward is faster
@@ -70,6 +71,7 @@ def test_fits_only_training_at_short_float_contexts_on_the_cpu():
     assert not attention.fits(*q_and_k(B=1, T=1024))  # above MAX_CONTEXT the flash kernel skips blocks itself
     assert not attention.fits(*q_and_k(B=32, T=512))  # the kept probabilities would pass the cap
     assert not attention.fits(*q_and_k(dtype=torch.bfloat16))
+    assert not attention.fits(*q_and_k(v_dtype=torch.bfloat16))  # mixed, as under autocast: its backward would fail
     assert not attention.fits(*q_and_k(H=4, K=3))
 
 
@@ -94,7 +96,7 @@ def test_the_gpt_trains_through_it_as_through_sdpa(monkeypatch):
 
     loss, grads = loss_and_grads()
     assert len(calls) == config.n_layer
-    monkeypatch.setattr(attention, "fits", lambda q, k: False)
+    monkeypatch.setattr(attention, "fits", lambda q, k, v: False)
     loss_ref, grads_ref = loss_and_grads()
     assert len(calls) == config.n_layer  # the second pass went through SDPA
     torch.testing.assert_close(loss, loss_ref, rtol=0, atol=1e-12)

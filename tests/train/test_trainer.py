@@ -211,11 +211,14 @@ def test_compiled_training_matches_eager_and_saves_a_plain_checkpoint(corpus_fil
         torch.testing.assert_close(saved[name], value, rtol=1e-4, atol=1e-5, msg=name)
 
 
-def test_bf16_autocast_training_keeps_fp32_weights_and_tracks_fp32_losses(corpus_file, tmp_path):
-    """bf16 autocast is the CUDA default; on CPU the same code path runs (slowly) and can be checked."""
+@pytest.mark.parametrize("preset, block_size", [("tiny", 32), ("llama-tiny", 256)])  # 256: blocked attention's range
+def test_bf16_autocast_training_keeps_fp32_weights_and_tracks_fp32_losses(corpus_file, tmp_path, preset, block_size):
+    """bf16 autocast is the CUDA default; on CPU the same code path runs and can be checked. The
+    Llama shape at context 256 is the one where fp32 training takes the blocked attention."""
     from gptlab.train.checkpoint import load_checkpoint
 
-    settings = {"max_steps": 6, "eval_interval": 6, "checkpoint_interval": 6, "dropout": 0.0}
+    settings = {"max_steps": 6, "eval_interval": 6, "checkpoint_interval": 6, "dropout": 0.0,
+                "preset": preset, "block_size": block_size}
     fp32 = build_trainer(tiny_config(corpus_file, tmp_path / "fp32", dtype="float32", **settings))
     bf16 = build_trainer(tiny_config(corpus_file, tmp_path / "bf16", dtype="bfloat16", **settings))
     fp32.fit()

@@ -27,10 +27,10 @@ MIN_CONTEXT = 256  # below it the flash kernel is as fast or faster (it has litt
 MAX_CONTEXT = 512  # above it the flash kernel skips whole blocks of keys itself, and is as fast
 
 
-def fits(q: torch.Tensor, k: torch.Tensor, blocks: int = BLOCKS) -> bool:
-    """Whether ``blocked_causal_attention`` suits q (B, T, H, D), k (B, T, K, D): a backward pass
+def fits(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, blocks: int = BLOCKS) -> bool:
+    """Whether ``blocked_causal_attention`` suits q (B, T, H, D), k and v (B, T, K, D): a backward pass
     to come (the gain is there: without one, the flash kernel's forward is faster), on the CPU, in
-    float32 or float64, T from ``MIN_CONTEXT`` to ``MAX_CONTEXT`` and a multiple of ``blocks``, and
+    float32 or float64 (q, k and v alike: its backward runs outside autocast), T from ``MIN_CONTEXT`` to ``MAX_CONTEXT`` and a multiple of ``blocks``, and
     the kept probabilities under ``MAX_PROBS_BYTES``."""
     B, T, H, _ = q.shape
     kept = B * H * T * T * (blocks + 1) // (2 * blocks)  # the blocks' probabilities: 5/8 of T x T for 4
@@ -38,6 +38,7 @@ def fits(q: torch.Tensor, k: torch.Tensor, blocks: int = BLOCKS) -> bool:
         q.requires_grad
         and q.device.type == "cpu"
         and q.dtype in (torch.float32, torch.float64)
+        and k.dtype == v.dtype == q.dtype
         and T % blocks == 0
         and MIN_CONTEXT <= T <= MAX_CONTEXT
         and kept * q.element_size() <= MAX_PROBS_BYTES

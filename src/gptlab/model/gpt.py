@@ -144,8 +144,11 @@ def rotary_frequencies(config: GPTConfig) -> torch.Tensor:
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate each head's (first half, second half) pairs of ``x`` (..., D) by the position's angles.
 
-    The half-split layout of Hugging Face's Llama, so its checkpoints need no permutation.
+    The half-split layout of Hugging Face's Llama, so its checkpoints need no permutation. The
+    angles are cast to ``x``'s dtype as Hugging Face does, so under bf16 autocast q and k stay in
+    bf16 like v (fp32 angles would promote them).
     """
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
     x1, x2 = x.chunk(2, dim=-1)
     return x * cos + torch.cat((-x2, x1), dim=-1) * sin
 
@@ -193,7 +196,7 @@ class CausalSelfAttention(nn.Module):
         q, k, v = self.heads(self.c_attn(x), rotary)
         if step is not None and T == 1:
             return self.resid_dropout(self.c_proj(self._decode_one(q[:, 0], k[:, 0], v[:, 0], step, layer)))
-        if step is None and not (self.training and self.dropout > 0) and attention.fits(q, k):
+        if step is None and not (self.training and self.dropout > 0) and attention.fits(q, k, v):
             # training at short contexts on the CPU: only the products the causal mask keeps
             return self.resid_dropout(self.c_proj(attention.blocked_causal_attention(q, k, v)))
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, H or K, T, D)
