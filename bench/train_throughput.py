@@ -2,7 +2,7 @@
 
 Both models get the same GPT-2 shape, the same weights, the same batches and the same AdamW
 (built by ``gptlab.train.trainer.make_optimizer`` for both, so groups, betas and implementation agree),
-fp32, dropout 0. One training step is what the Trainer does: forward with loss, backward,
+fp32 (or, with ``--dtype bfloat16``, both forwards under the bf16 autocast the Trainer uses), dropout 0. One training step is what the Trainer does: forward with loss, backward,
 gradient clipping, AdamW step, zero_grad. After warm-up the two sides run in interleaved rounds;
 the headline is the median over rounds of (gptlab tokens/s) / (HF tokens/s).
 
@@ -13,6 +13,7 @@ gain over HF here (attention, GELU, LayerNorm, loss and AdamW all free): printed
 
     python bench/train_throughput.py                 # defaults: 4 layers, width 256, context 256
     python bench/train_throughput.py --compile       # also time torch.compile'd gptlab
+    python bench/train_throughput.py --dtype bfloat16  # CPUs with bf16 units (AVX512-BF16, AMX)
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=3, help="training steps per side per round")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     p.add_argument("--compile", action="store_true", help="also time torch.compile(gptlab model)")
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                   help="bfloat16: every side's forward under bf16 autocast, as `gptlab train --dtype bfloat16`")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
 
@@ -56,15 +59,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def train_step_fn(
     model: torch.nn.Module, loss_of: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     optimizer: torch.optim.Optimizer, batches: list[tuple[torch.Tensor, torch.Tensor]], grad_clip: float,
+    bf16: bool = False,
 ) -> Callable[[], None]:
-    """One Trainer step per call (forward + loss, backward, clip, AdamW, zero_grad), cycling over ``batches``."""
+    """One Trainer step per call (forward + loss, backward, clip, AdamW, zero_grad), cycling over
+    ``batches``; with ``bf16`` the forward runs under bf16 autocast, as in the Trainer."""
     state = {"i": 0}
     params = [p for p in model.parameters() if p.requires_grad]
 
     def step() -> None:
         x, y = batches[state["i"] % len(batches)]
         state["i"] += 1
-        loss = loss_of(x, y)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = loss_of(x, y)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, grad_clip)
         optimizer.step()
@@ -73,14 +79,15 @@ def train_step_fn(
     return step
 
 
-def gemm_floor(model: nn.Module, rows: int) -> Callable[[], None]:
-    """The weight matmuls of one training step of ``model`` on ``rows`` tokens, and nothing else."""
+def gemm_floor(model: nn.Module, rows: int, dtype: torch.dtype = torch.float32) -> Callable[[], None]:
+    """The weight matmuls of one training step of ``model`` on ``rows`` tokens, and nothing else
+    (in ``dtype``: under bf16 autocast all three products of a linear layer run in bf16)."""
     operands = []
     for layer in (m for m in model.modules() if isinstance(m, nn.Linear)):
         operands.append((
-            torch.randn(rows, layer.in_features),  # the layer's input
-            torch.randn(layer.out_features, layer.in_features),  # its weight
-            torch.randn(rows, layer.out_features),  # the gradient arriving at its output
+            torch.randn(rows, layer.in_features, dtype=dtype),  # the layer's input
+            torch.randn(layer.out_features, layer.in_features, dtype=dtype),  # its weight
+            torch.randn(rows, layer.out_features, dtype=dtype),  # the gradient arriving at its output
         ))
 
     def step() -> None:
@@ -120,12 +127,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if abs(loss_ours - loss_hf) > 1e-4:
         raise RuntimeError(f"models disagree before training: loss {loss_ours} vs {loss_hf}")
 
+    bf16 = args.dtype == "bfloat16"
     steps: dict[str, Callable[[], None]] = {
-        "gptlab": train_step_fn(ours, lambda x, y: ours(x, y)[1], opt_ours, batches, train_cfg.grad_clip),
+        "gptlab": train_step_fn(ours, lambda x, y: ours(x, y)[1], opt_ours, batches, train_cfg.grad_clip, bf16),
         "hf": train_step_fn(
-            hf, lambda x, y: hf(input_ids=x, labels=y, shift_labels=y).loss, opt_hf, batches, train_cfg.grad_clip
+            hf, lambda x, y: hf(input_ids=x, labels=y, shift_labels=y).loss, opt_hf, batches, train_cfg.grad_clip,
+            bf16,
         ),
-        "gemms": gemm_floor(ours, args.batch_size * config.block_size),
+        "gemms": gemm_floor(ours, args.batch_size * config.block_size, getattr(torch, args.dtype)),
     }
     compile_s = None
     if args.compile:
@@ -134,14 +143,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         compiled = torch.compile(twin)
         opt_twin = make_optimizer(twin, train_cfg, device)
         steps["gptlab+compile"] = train_step_fn(
-            twin, lambda x, y: compiled(x, y)[1], opt_twin, batches, train_cfg.grad_clip
+            twin, lambda x, y: compiled(x, y)[1], opt_twin, batches, train_cfg.grad_clip, bf16
         )
         start = time.perf_counter()
         steps["gptlab+compile"]()
         compile_s = time.perf_counter() - start
 
     tokens = args.batch_size * config.block_size
-    print_table("train_throughput: one Trainer step (fwd + loss + bwd + clip + AdamW), fp32, CPU", {
+    precision = "bf16 autocast" if bf16 else "fp32"
+    print_table(f"train_throughput: one Trainer step (fwd + loss + bwd + clip + AdamW), {precision}, CPU", {
         "model": f"{shape_line(config)}, {config.n_layer} layers, {config.n_head} heads, width {config.n_embd}, "
                  f"context {config.block_size}, vocab {config.vocab_size}, {ours.num_parameters():,} params",
         "batch": f"{args.batch_size} x {config.block_size} = {tokens} tokens/step",

@@ -28,17 +28,18 @@ def bench(monkeypatch):
 TINY_MODEL = ["--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--vocab-size", "64"]
 
 
-@pytest.mark.parametrize("shape", ["gpt2", "llama"])
-def test_train_throughput_runs(bench, capsys, shape):
+@pytest.mark.parametrize("shape, dtype", [("gpt2", "float32"), ("llama", "float32"), ("llama", "bfloat16")])
+def test_train_throughput_runs(bench, capsys, shape, dtype):
     pytest.importorskip("transformers")
     results = bench("train_throughput").main(
         [*TINY_MODEL, "--block-size", "16", "--batch-size", "2", "--warmup", "1", "--rounds", "2", "--steps", "1",
-         "--shape", shape]
+         "--shape", shape, "--dtype", dtype]
     )
     assert results["gptlab"]["tokens_per_s"] > 0 and results["hf"]["tokens_per_s"] > 0
     assert results["ratio"] > 0 and results["ceiling"] > 0
     out = capsys.readouterr().out
     assert "gptlab / hf training throughput" in out and "ceiling here" in out
+    assert ("bf16 autocast" if dtype == "bfloat16" else "fp32, CPU") in out
 
 
 def test_decode_runs_and_matches_hf(bench, capsys):

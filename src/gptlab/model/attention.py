@@ -9,6 +9,12 @@ products. The products are batched matrix products, and the probabilities are ke
 backward pass; that is what makes this fast at short contexts, and what limits it to them (their
 memory grows with the context squared; ``fits`` says when).
 
+In bfloat16 (the Trainer's CPU autocast with ``--dtype bfloat16``) the products run in bf16 and
+the softmax sums in fp32, as in Hugging Face's eager attention: the scores come out of their
+product rounded to bf16 and the probabilities go into theirs rounded to bf16. The backward pass
+works out the scores' gradients and adds up the blocks' key and value gradients in fp32. On the
+CPU the flash kernel is slower in bf16 than in fp32, so in bf16 the blocks pay from context 64.
+
 With grouped-query attention the G query heads that share a key/value head are folded into the
 rows of one product (rows ordered by position, then head), so keys and values are never repeated.
 
@@ -23,24 +29,25 @@ import torch
 
 BLOCKS = 4  # runs of queries: 2 do 3/4 of the full products, 4 do 5/8; more, smaller ones cost more than they save
 MAX_PROBS_BYTES = 64 * 2**20  # per layer: the probabilities kept for the backward pass
-MIN_CONTEXT = 256  # below it the flash kernel is as fast or faster (it has little to skip)
+MIN_CONTEXT = {torch.float32: 256, torch.float64: 256, torch.bfloat16: 64}  # below, the flash kernel is as fast
 MAX_CONTEXT = 512  # above it the flash kernel skips whole blocks of keys itself, and is as fast
 
 
 def fits(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, blocks: int = BLOCKS) -> bool:
     """Whether ``blocked_causal_attention`` suits q (B, T, H, D), k and v (B, T, K, D): a backward pass
     to come (the gain is there: without one, the flash kernel's forward is faster), on the CPU, in
-    float32 or float64 (q, k and v alike: its backward runs outside autocast), T from ``MIN_CONTEXT`` to ``MAX_CONTEXT`` and a multiple of ``blocks``, and
-    the kept probabilities under ``MAX_PROBS_BYTES``."""
+    float32, float64 or bfloat16 (q, k and v alike: its backward runs outside autocast), T from
+    ``MIN_CONTEXT`` (by dtype) to ``MAX_CONTEXT`` and a multiple of ``blocks``, and the kept
+    probabilities under ``MAX_PROBS_BYTES``."""
     B, T, H, _ = q.shape
     kept = B * H * T * T * (blocks + 1) // (2 * blocks)  # the blocks' probabilities: 5/8 of T x T for 4
     return (
         q.requires_grad
         and q.device.type == "cpu"
-        and q.dtype in (torch.float32, torch.float64)
+        and q.dtype in MIN_CONTEXT
         and k.dtype == v.dtype == q.dtype
         and T % blocks == 0
-        and MIN_CONTEXT <= T <= MAX_CONTEXT
+        and MIN_CONTEXT[q.dtype] <= T <= MAX_CONTEXT
         and kept * q.element_size() <= MAX_PROBS_BYTES
         and H % k.size(2) == 0
     )
@@ -94,7 +101,7 @@ class _BlockedCausal(torch.autograd.Function):
         for first, end, keys in _spans(T, G, blocks):
             scores = torch.bmm(q[:, first:end], k[:, :keys].transpose(1, 2))  # (BK, rows, keys)
             scores[:, :, keys - size :].masked_fill_(hidden, float("-inf"))
-            p = torch.softmax(scores, dim=-1)
+            p = torch.softmax(scores, dim=-1)  # in bf16 too, it sums in fp32
             outputs.append(torch.bmm(p, v[:, :keys]))  # (BK, rows, D)
             probs.append(p)
         y = torch.cat(outputs, dim=1)
@@ -108,15 +115,17 @@ class _BlockedCausal(torch.autograd.Function):
         BK, R, D = q.shape
         T = k.size(1)
         G = R // T
-        grad_y = grad_y.contiguous()
+        grad_y = grad_y.to(q.dtype).contiguous()
+        wide = torch.promote_types(q.dtype, torch.float32)  # fp32 for bf16: softmax and the blocks' sums
         # softmax backward: dS = P * (dP - rowsum(dY * Y)), as rowsum(P * dP) = rowsum(dY * Y)
-        row_dot = (grad_y * y).sum(dim=-1, keepdim=True)  # (BK, R, 1)
-        grad_k, grad_v = torch.zeros_like(k), torch.zeros_like(v)
+        row_dot = (grad_y.to(wide) * y.to(wide)).sum(dim=-1, keepdim=True)  # (BK, R, 1)
+        grad_k, grad_v = torch.zeros_like(k, dtype=wide), torch.zeros_like(v, dtype=wide)
         grad_q = []
         for (first, end, keys), p in zip(_spans(T, G, ctx.blocks), probs):
             dy = grad_y[:, first:end]
             grad_v[:, :keys] += torch.bmm(p.transpose(1, 2), dy)
-            dscores = torch.bmm(dy, v[:, :keys].transpose(1, 2)).sub_(row_dot[:, first:end]).mul_(p)
+            dp = torch.bmm(dy, v[:, :keys].transpose(1, 2)).to(wide)
+            dscores = dp.sub_(row_dot[:, first:end]).mul_(p).to(q.dtype)
             grad_q.append(torch.bmm(dscores, k[:, :keys]))
             grad_k[:, :keys] += torch.bmm(dscores.transpose(1, 2), q[:, first:end])
-        return torch.cat(grad_q, dim=1).mul_(1.0 / math.sqrt(D)), grad_k, grad_v, None
+        return torch.cat(grad_q, dim=1).mul_(1.0 / math.sqrt(D)), grad_k.to(k.dtype), grad_v.to(v.dtype), None
