@@ -6,6 +6,7 @@ keeps the KV cache, ragged decoding, the fixed-shape decode step, checkpoints an
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import pytest
@@ -191,6 +192,26 @@ def test_rotary_scores_depend_only_on_the_distance() -> None:
 
     assert score(3, 1) == pytest.approx(score(20, 18), rel=1e-5)
     assert score(3, 1) != pytest.approx(score(3, 2), rel=1e-3)
+
+
+def test_under_bf16_autocast_queries_keys_and_values_stay_bf16() -> None:
+    """Under the Trainer's CPU bf16 autocast, rotary angles and QK-norm weights follow the bf16
+    activations, as in Hugging Face's models: fp32 ones would promote q and k to fp32 beside a
+    bf16 v (and the blocked attention needs one dtype), or push QK-norm off PyTorch's fused
+    kernel. In fp32 the norm is ``nn.RMSNorm`` exactly."""
+    model = seeded(tiny(**FAMILY["speedrun"]))  # rotary and QK-norm
+    attn = model.transformer.h[0].attn
+    x = torch.randn(2, 8, 64, generator=torch.Generator().manual_seed(0))
+    seen = {}
+    attn.register_forward_hook(lambda module, args, out: seen.update(heads=module.heads(module.c_attn(args[0]), args[1])))
+    with torch.autocast("cpu", dtype=torch.bfloat16), warnings.catch_warnings():
+        warnings.simplefilter("error")  # "Mismatch dtype between input and weight ... Cannot dispatch to fused"
+        model(torch.randint(0, VOCAB, (2, 8)))
+    assert [t.dtype for t in seen["heads"]] == [torch.bfloat16] * 3
+    reference = torch.nn.RMSNorm(16, eps=attn.q_norm.eps)
+    reference.load_state_dict(attn.q_norm.state_dict())
+    q = torch.randn(2, 8, 4, 16)
+    assert torch.equal(attn.q_norm(q), reference(q))
 
 
 # --- every shape keeps the invariants ---------------------------------------------------------------

@@ -39,7 +39,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from gptlab.train import determinism
+from gptlab.train import determinism, precision
 from gptlab.train.checkpoint import (
     LATEST,
     Checkpoint,
@@ -199,10 +199,7 @@ class Finetuner:
                     f"(its best validation loss), so it cannot go on to step {self.max_steps}: fine-tune it "
                     "as a new base instead"
                 )
-        use_bf16 = cfg.dtype == "bfloat16" or (cfg.dtype == "auto" and self.device.type == "cuda")
-        self.autocast = (
-            torch.autocast(device_type=self.device.type, dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
-        )
+        self.autocast = precision.autocast_for(cfg.dtype, self.device)
 
     @property
     def pad_id(self) -> int:

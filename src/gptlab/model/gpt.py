@@ -115,10 +115,19 @@ def _visible_keys(positions: torch.Tensor, n_keys: int) -> torch.Tensor:
     return (torch.arange(n_keys, device=positions.device) <= positions).view(-1, 1, 1, n_keys)
 
 
+class RMSNorm(nn.RMSNorm):
+    """``nn.RMSNorm`` with its weight cast to the input's dtype: under bf16 autocast QK-norm gets
+    bf16 queries and keys, and with an fp32 weight PyTorch would fall back to its unfused kernel
+    (and warn). In fp32 the cast is a no-op and this is ``nn.RMSNorm`` exactly."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.rms_norm(x, self.normalized_shape, self.weight.to(x.dtype), self.eps)
+
+
 def make_norm(config: GPTConfig, width: int) -> nn.Module:
     """The config's norm over the last ``width`` features: LayerNorm (with a bias if ``bias``) or RMSNorm."""
     if config.norm == "rmsnorm":
-        return nn.RMSNorm(width, eps=config.layer_norm_epsilon)
+        return RMSNorm(width, eps=config.layer_norm_epsilon)
     return nn.LayerNorm(width, eps=config.layer_norm_epsilon, bias=config.bias)
 
 
@@ -173,8 +182,8 @@ class CausalSelfAttention(nn.Module):
         self.c_attn = Linear(config.n_embd, (H + 2 * K) * D, bias=config.has_qkv_bias)
         self.c_proj = Linear(config.n_embd, config.n_embd, bias=config.bias)
         if config.qk_norm:
-            self.q_norm = nn.RMSNorm(D, eps=config.layer_norm_epsilon)
-            self.k_norm = nn.RMSNorm(D, eps=config.layer_norm_epsilon)
+            self.q_norm = RMSNorm(D, eps=config.layer_norm_epsilon)
+            self.k_norm = RMSNorm(D, eps=config.layer_norm_epsilon)
         self.qk_norm = config.qk_norm
         self.resid_dropout = nn.Dropout(config.dropout)
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from gptlab.train import determinism, distributed
+from gptlab.train import determinism, distributed, precision
 from gptlab.train.checkpoint import Checkpoint, has_checkpoint, load_checkpoint, save_checkpoint
 from gptlab.train.lock import RunLock, lock_run
 from gptlab.train.metrics_log import METRICS_FILE, MetricsLog
@@ -167,12 +167,8 @@ class Trainer:
             self.wrapped = distributed.wrap(self.model, self.dist, fsdp=False)
         compile_model = cfg.compile if cfg.compile is not None else self.device.type == "cuda"
         self.forward_model = torch.compile(self.wrapped) if compile_model else self.wrapped
-        self.bf16 = cfg.dtype == "bfloat16" or (cfg.dtype == "auto" and self.device.type == "cuda")
-        self.autocast = (
-            torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
-            if self.bf16
-            else contextlib.nullcontext()
-        )
+        self.bf16 = precision.uses_bf16(cfg.dtype, self.device)
+        self.autocast = precision.autocast_for(cfg.dtype, self.device)
         peak = peak_flops_of(self.device) if self.bf16 else None
         self.peak_flops = None if peak is None else peak * self.dist.world_size
         self.flops_per_token = count_config(self.model.config).training_flops_per_token
