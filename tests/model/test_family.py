@@ -201,7 +201,6 @@ def test_under_bf16_autocast_queries_keys_and_values_stay_bf16() -> None:
     kernel. In fp32 the norm is ``nn.RMSNorm`` exactly."""
     model = seeded(tiny(**FAMILY["speedrun"]))  # rotary and QK-norm
     attn = model.transformer.h[0].attn
-    x = torch.randn(2, 8, 64, generator=torch.Generator().manual_seed(0))
     seen = {}
     attn.register_forward_hook(lambda module, args, out: seen.update(heads=module.heads(module.c_attn(args[0]), args[1])))
     with torch.autocast("cpu", dtype=torch.bfloat16), warnings.catch_warnings():
