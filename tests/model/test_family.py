@@ -202,7 +202,9 @@ def test_under_bf16_autocast_queries_keys_and_values_stay_bf16() -> None:
     model = seeded(tiny(**FAMILY["speedrun"]))  # rotary and QK-norm
     attn = model.transformer.h[0].attn
     seen = {}
-    attn.register_forward_hook(lambda module, args, out: seen.update(heads=module.heads(module.c_attn(args[0]), args[1])))
+    attn.register_forward_hook(
+        lambda module, args, out: seen.update(heads=module.heads(module.c_attn(args[0]), args[1]))
+    )
     with torch.autocast("cpu", dtype=torch.bfloat16), warnings.catch_warnings():
         warnings.simplefilter("error")  # "Mismatch dtype between input and weight ... Cannot dispatch to fused"
         model(torch.randint(0, VOCAB, (2, 8)))
