@@ -115,7 +115,7 @@ class _BlockedCausal(torch.autograd.Function):
         BK, R, D = q.shape
         T = k.size(1)
         G = R // T
-        grad_y = grad_y.to(q.dtype).contiguous()
+        grad_y = grad_y.contiguous()  # of y's dtype, which is q's
         wide = torch.promote_types(q.dtype, torch.float32)  # fp32 for bf16: softmax and the blocks' sums
         # softmax backward: dS = P * (dP - rowsum(dY * Y)), as rowsum(P * dP) = rowsum(dY * Y)
         row_dot = (grad_y.to(wide) * y.to(wide)).sum(dim=-1, keepdim=True)  # (BK, R, 1)
