@@ -2,9 +2,10 @@
 
 Both models get the same GPT-2 shape, the same weights, the same batches and the same AdamW
 (built by ``gptlab.train.trainer.make_optimizer`` for both, so groups, betas and implementation agree),
-fp32 (or, with ``--dtype bfloat16``, both forwards under the bf16 autocast the Trainer uses), dropout 0. One training step is what the Trainer does: forward with loss, backward,
-gradient clipping, AdamW step, zero_grad. After warm-up the two sides run in interleaved rounds;
-the headline is the median over rounds of (gptlab tokens/s) / (HF tokens/s).
+fp32 (or, with ``--dtype bfloat16``, both forwards under the Trainer's own bf16 autocast, from
+``gptlab.train.precision``), dropout 0. One training step is what the Trainer does: forward with
+loss, backward, gradient clipping, AdamW step, zero_grad. After warm-up the two sides run in
+interleaved rounds; the headline is the median over rounds of (gptlab tokens/s) / (HF tokens/s).
 
 A third side, ``gemms``, runs only the weight matmuls of a step: for every linear layer (lm_head
 included) the forward product, the input gradient and the weight gradient, at the step's shapes.
@@ -30,6 +31,7 @@ from torch import nn
 
 from _common import SHAPES, bench_config, hf_twin, shape_line, interleaved_rounds, machine_line, median_ratio, print_table
 from gptlab.model.gpt import GPT
+from gptlab.train import precision
 from gptlab.train.trainer import TrainConfig, make_optimizer
 
 CHAR_VOCAB = 65 + 4 + 256  # tiny-shakespeare's characters + special tokens + byte fallback
@@ -59,17 +61,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def train_step_fn(
     model: torch.nn.Module, loss_of: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     optimizer: torch.optim.Optimizer, batches: list[tuple[torch.Tensor, torch.Tensor]], grad_clip: float,
-    bf16: bool = False,
+    autocast: Any,
 ) -> Callable[[], None]:
     """One Trainer step per call (forward + loss, backward, clip, AdamW, zero_grad), cycling over
-    ``batches``; with ``bf16`` the forward runs under bf16 autocast, as in the Trainer."""
+    ``batches``; the forward runs in ``autocast``, the Trainer's context for its ``--dtype``."""
     state = {"i": 0}
     params = [p for p in model.parameters() if p.requires_grad]
 
     def step() -> None:
         x, y = batches[state["i"] % len(batches)]
         state["i"] += 1
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with autocast:
             loss = loss_of(x, y)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, grad_clip)
@@ -127,12 +129,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if abs(loss_ours - loss_hf) > 1e-4:
         raise RuntimeError(f"models disagree before training: loss {loss_ours} vs {loss_hf}")
 
-    bf16 = args.dtype == "bfloat16"
+    bf16 = precision.uses_bf16(args.dtype, device)
+    autocast = precision.autocast_for(args.dtype, device)
     steps: dict[str, Callable[[], None]] = {
-        "gptlab": train_step_fn(ours, lambda x, y: ours(x, y)[1], opt_ours, batches, train_cfg.grad_clip, bf16),
+        "gptlab": train_step_fn(ours, lambda x, y: ours(x, y)[1], opt_ours, batches, train_cfg.grad_clip, autocast),
         "hf": train_step_fn(
             hf, lambda x, y: hf(input_ids=x, labels=y, shift_labels=y).loss, opt_hf, batches, train_cfg.grad_clip,
-            bf16,
+            autocast,
         ),
         "gemms": gemm_floor(ours, args.batch_size * config.block_size, getattr(torch, args.dtype)),
     }
@@ -143,15 +146,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         compiled = torch.compile(twin)
         opt_twin = make_optimizer(twin, train_cfg, device)
         steps["gptlab+compile"] = train_step_fn(
-            twin, lambda x, y: compiled(x, y)[1], opt_twin, batches, train_cfg.grad_clip, bf16
+            twin, lambda x, y: compiled(x, y)[1], opt_twin, batches, train_cfg.grad_clip, autocast
         )
         start = time.perf_counter()
         steps["gptlab+compile"]()
         compile_s = time.perf_counter() - start
 
     tokens = args.batch_size * config.block_size
-    precision = "bf16 autocast" if bf16 else "fp32"
-    print_table(f"train_throughput: one Trainer step (fwd + loss + bwd + clip + AdamW), {precision}, CPU", {
+    numbers = "bf16 autocast" if bf16 else "fp32"
+    print_table(f"train_throughput: one Trainer step (fwd + loss + bwd + clip + AdamW), {numbers}, CPU", {
         "model": f"{shape_line(config)}, {config.n_layer} layers, {config.n_head} heads, width {config.n_embd}, "
                  f"context {config.block_size}, vocab {config.vocab_size}, {ours.num_parameters():,} params",
         "batch": f"{args.batch_size} x {config.block_size} = {tokens} tokens/step",
