@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import resource
 import subprocess
 import sys
 
@@ -25,6 +26,7 @@ for _ in range(5):
     step()
 print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 5)
 """
+BLOCK_PAGES = 2**21 * 4 // resource.getpagesize()  # the pages of one 8 MB block
 
 
 def page_faults_per_step(mode: str) -> float:
@@ -36,9 +38,14 @@ def page_faults_per_step(mode: str) -> float:
 
 @pytest.mark.skipif(sys.platform != "linux" or platform.libc_ver()[0] != "glibc", reason="glibc's malloc only")
 def test_a_step_reuses_the_pages_the_last_one_freed():
-    default = page_faults_per_step("default")
-    if default == 0:
-        pytest.skip("this glibc keeps the freed blocks already")
+    # glibc's adaptive defaults churn in most processes but not all (where its heap ends up depends
+    # on allocations made before the steps): up to three processes, until one churns
+    defaults = []
+    while len(defaults) < 3 and (not defaults or defaults[-1] < BLOCK_PAGES):
+        defaults.append(page_faults_per_step("default"))
+    default = max(defaults)
+    if default < BLOCK_PAGES:
+        pytest.skip(f"glibc kept the freed blocks by default in {len(defaults)} processes: nothing to compare")
     kept = page_faults_per_step("kept")
     # 160 MB freed and allocated again each step: by default thousands of fresh pages, kept none
     assert kept * 10 < default, (kept, default)
