@@ -2,10 +2,12 @@
 
 Both models get the same GPT-2 shape, the same weights, the same batches and the same AdamW
 (built by ``gptlab.train.trainer.make_optimizer`` for both, so groups, betas and implementation agree),
-fp32 (or, with ``--dtype bfloat16``, both forwards under the Trainer's own bf16 autocast, from
-``gptlab.train.precision``), dropout 0. One training step is what the Trainer does: forward with
-loss, backward, gradient clipping, AdamW step, zero_grad. After warm-up the two sides run in
-interleaved rounds; the headline is the median over rounds of (gptlab tokens/s) / (HF tokens/s).
+the same precision, that of the Trainer for ``--dtype`` (``gptlab.train.precision``): by default
+``auto``, as in ``gptlab train``, which puts both forwards under bf16 autocast on a CPU with bf16
+units and leaves them in fp32 elsewhere; ``--dtype float32`` or ``bfloat16`` asks for one. Dropout 0.
+One training step is what the Trainer does: forward with loss, backward, gradient clipping, AdamW
+step, zero_grad. After warm-up the two sides run in interleaved rounds; the headline is the median
+over rounds of (gptlab tokens/s) / (HF tokens/s).
 
 A third side, ``gemms``, runs only the weight matmuls of a step: for every linear layer (lm_head
 included) the forward product, the input gradient and the weight gradient, at the step's shapes.
@@ -14,7 +16,7 @@ gain over HF here (attention, GELU, LayerNorm, loss and AdamW all free): printed
 
     python bench/train_throughput.py                 # defaults: 4 layers, width 256, context 256
     python bench/train_throughput.py --compile       # also time torch.compile'd gptlab
-    python bench/train_throughput.py --dtype bfloat16  # CPUs with bf16 units (AVX512-BF16, AMX)
+    python bench/train_throughput.py --dtype float32  # fp32 on every CPU (auto: bf16 where it has bf16 units)
 """
 
 from __future__ import annotations
@@ -52,8 +54,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=3, help="training steps per side per round")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     p.add_argument("--compile", action="store_true", help="also time torch.compile(gptlab model)")
-    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
-                   help="bfloat16: every side's forward under bf16 autocast, as `gptlab train --dtype bfloat16`")
+    p.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto",
+                   help="every side's precision, as `gptlab train --dtype`: auto (the default) is bf16 autocast "
+                        "on a CPU with bf16 units and fp32 elsewhere")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
 
@@ -137,7 +140,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             hf, lambda x, y: hf(input_ids=x, labels=y, shift_labels=y).loss, opt_hf, batches, train_cfg.grad_clip,
             autocast,
         ),
-        "gemms": gemm_floor(ours, args.batch_size * config.block_size, getattr(torch, args.dtype)),
+        "gemms": gemm_floor(ours, args.batch_size * config.block_size, torch.bfloat16 if bf16 else torch.float32),
     }
     compile_s = None
     if args.compile:
@@ -153,7 +156,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         compile_s = time.perf_counter() - start
 
     tokens = args.batch_size * config.block_size
-    numbers = "bf16 autocast" if bf16 else "fp32"
+    numbers = precision.describe(args.dtype, device) + (" (--dtype auto)" if args.dtype == "auto" else "")
     print_table(f"train_throughput: one Trainer step (fwd + loss + bwd + clip + AdamW), {numbers}, CPU", {
         "model": f"{shape_line(config)}, {config.n_layer} layers, {config.n_head} heads, width {config.n_embd}, "
                  f"context {config.block_size}, vocab {config.vocab_size}, {ours.num_parameters():,} params",
@@ -184,7 +187,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results["ceiling"] = results["gemms"]["ratio_vs_hf"]
     print(f"ceiling here (hf step / gemms-only step): {results['ceiling']:.2f}x")
     target = 1.5 if args.shape == "gpt2" else 1.2  # the targets set for each shape (bench/README)
-    print(f"gptlab / hf training throughput: {results['ratio']:.2f}x (target >= {target}x)")
+    print(f"gptlab / hf training throughput, {numbers}: {results['ratio']:.2f}x (target >= {target}x)")
     if "gptlab+compile" in results:
         print(f"compiled gptlab / hf: {results['gptlab+compile']['ratio_vs_hf']:.2f}x")
     return results

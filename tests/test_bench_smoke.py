@@ -6,8 +6,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from gptlab.generate.compiled import has_cpp_compiler
+from gptlab.train import precision
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
@@ -28,7 +30,9 @@ def bench(monkeypatch):
 TINY_MODEL = ["--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--vocab-size", "64"]
 
 
-@pytest.mark.parametrize("shape, dtype", [("gpt2", "float32"), ("llama", "float32"), ("llama", "bfloat16")])
+@pytest.mark.parametrize("shape, dtype", [
+    ("gpt2", "float32"), ("llama", "float32"), ("llama", "bfloat16"), ("llama", "auto"),
+])
 def test_train_throughput_runs(bench, capsys, shape, dtype):
     pytest.importorskip("transformers")
     results = bench("train_throughput").main(
@@ -39,7 +43,8 @@ def test_train_throughput_runs(bench, capsys, shape, dtype):
     assert results["ratio"] > 0 and results["ceiling"] > 0
     out = capsys.readouterr().out
     assert "gptlab / hf training throughput" in out and "ceiling here" in out
-    assert ("bf16 autocast" if dtype == "bfloat16" else "fp32, CPU") in out
+    said = precision.describe(dtype, torch.device("cpu")) + (" (--dtype auto)" if dtype == "auto" else "")
+    assert f"{said}, CPU" in out and said.startswith("bf16 autocast" if dtype == "bfloat16" else "")
 
 
 def test_decode_runs_and_matches_hf(bench, capsys):

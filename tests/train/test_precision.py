@@ -15,11 +15,22 @@ from gptlab.train import precision
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 
 
+@pytest.mark.parametrize("units", [True, False, None])  # None: not x86, PyTorch cannot tell
 @pytest.mark.parametrize("dtype, device, bf16", [
-    ("auto", CPU, False), ("auto", CUDA, True), ("float32", CUDA, False), ("bfloat16", CPU, True),
+    ("auto", CUDA, True), ("float32", CUDA, False), ("float32", CPU, False), ("bfloat16", CPU, True),
+    ("auto", torch.device("mps"), False),
 ])
-def test_auto_is_bf16_on_cuda_only(dtype, device, bf16):
+def test_explicit_dtypes_and_auto_off_the_cpu_do_not_depend_on_the_cpu(dtype, device, bf16, units, monkeypatch):
+    monkeypatch.setattr(precision, "cpu_has_bf16_units", lambda: units)
     assert precision.uses_bf16(dtype, device) is bf16
+    assert precision.describe(dtype, device) == ("bf16 autocast" if bf16 else "fp32")
+
+
+@pytest.mark.parametrize("units, bf16", [(True, True), (False, False), (None, False)])
+def test_auto_on_the_cpu_is_bf16_where_it_has_bf16_units(units, bf16, monkeypatch):
+    monkeypatch.setattr(precision, "cpu_has_bf16_units", lambda: units)
+    assert precision.uses_bf16("auto", CPU) is bf16
+    assert isinstance(precision.autocast_for("auto", CPU), contextlib.nullcontext) is not bf16
 
 
 def test_the_context_is_autocast_or_nothing():

@@ -54,7 +54,7 @@ TRAIN_HELP: dict[str, str] = {
     "keep_checkpoints": "keep the newest N checkpoints: loading falls back to an older one when the newest is damaged",
     "seed": "random seed (model init, data windows, dropout, the final sample)",
     "device": "auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps",
-    "dtype": "auto (bf16 autocast on CUDA), float32 or bfloat16",
+    "dtype": "auto (bf16 autocast on CUDA and on CPUs with bf16 units), float32 or bfloat16",
     "compile": "torch.compile the model (--no-compile to turn off; default: on for CUDA, off elsewhere)",
     "fsdp": "with torchrun: shard the model with FSDP2 instead of replicating it with DDP",
     "vocab_pad_multiple": "round the embedding rows up to a multiple of this (default: 64 on CUDA, 1 elsewhere)",
@@ -93,6 +93,7 @@ def train_config_from_args(args: argparse.Namespace) -> tuple[Any, bool]:
 def cmd_train(args: argparse.Namespace) -> int:
     from gptlab.cli.malloc import keep_freed_memory
     from gptlab.train import distributed
+    from gptlab.train import precision
     from gptlab.train.trainer import build_trainer
 
     keep_freed_memory()  # a step reuses the pages the last one freed
@@ -108,7 +109,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                 f"model: {model.num_parameters():,} parameters ({model.config.n_layer} layers, "
                 f"{model.config.n_head} heads, width {model.config.n_embd}, context {model.config.block_size}); "
                 f"tokenizer: {trainer.tokenizer.kind}, {trainer.tokenizer.vocab_size} tokens; "
-                f"train tokens: {len(trainer.data.train):,}; device: {trainer.device}{world}",
+                f"train tokens: {len(trainer.data.train):,}; device: {trainer.device}{world}, "
+                f"{precision.describe(cfg.dtype, trainer.device)}",
                 file=sys.stderr,
             )
         result = trainer.fit()

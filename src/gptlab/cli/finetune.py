@@ -36,7 +36,7 @@ FINETUNE_HELP: dict[str, str] = {
     "keep_checkpoints": "keep the newest N checkpoints: loading falls back to an older one when the newest is damaged",
     "seed": "random seed (split, example order, LoRA init, dropout)",
     "device": "auto (cuda, then mps, then cpu), cpu, cuda, mps",
-    "dtype": "auto (bf16 autocast on CUDA), float32 or bfloat16",
+    "dtype": "auto (bf16 autocast on CUDA and on CPUs with bf16 units), float32 or bfloat16",
     "progress": "show a progress bar",
     "log_to": TRAIN_HELP["log_to"],  # the same trackers as gptlab train
 }
@@ -97,6 +97,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     from gptlab.cli.malloc import keep_freed_memory
     from gptlab.finetune.finetuner import build_finetuner
     from gptlab.finetune.lora import trainable_fraction
+    from gptlab.train import precision
 
     keep_freed_memory()  # a step reuses the pages the last one freed
     cfg = finetune_config_from_args(args)
@@ -107,7 +108,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     print(
         f"{mode}: {trainable:,} parameters trained, {100 * trainable / base:.2f}% of the base's {base:,}; "
         f"{len(tuner.data.train)} train / {len(tuner.data.val)} val examples; {tuner.max_steps} steps; "
-        f"device: {tuner.device}",
+        f"device: {tuner.device}, {precision.describe(cfg.dtype, tuner.device)}",
         file=sys.stderr,
     )
     result = tuner.fit()

@@ -1,9 +1,12 @@
 """The precision a training step runs in: ``--dtype`` turned into an autocast context.
 
-``auto`` is bf16 autocast on CUDA and fp32 elsewhere. On the CPU ``bfloat16`` is opt-in: where
-the CPU has bf16 units (AVX512-BF16, e.g. AMD Zen 4 and Intel Cooper Lake on; AMX, Intel Sapphire
-Rapids on) its matrix products run about twice as fast as fp32 ones; elsewhere they are emulated
-and slower, which is said once, in the log.
+``auto`` is bf16 autocast wherever the hardware multiplies bf16 natively: on CUDA, and on CPUs
+with bf16 units (AVX512-BF16: AMD Zen 4 on, Intel Cooper Lake on; AMX: Intel Sapphire Rapids on),
+whose matrix products run about twice as fast in bf16 as in fp32. Elsewhere (older x86 CPUs, Arm,
+Apple's MPS) ``auto`` is fp32: there bf16 products are emulated and slower. ``bfloat16`` asks for
+bf16 autocast anywhere (on a CPU without bf16 units the log says it is likely slower), ``float32``
+for fp32 anywhere. litgpt trains in bf16-mixed by default on the CPU too; this takes it only where
+it pays.
 """
 
 from __future__ import annotations
@@ -28,8 +31,16 @@ def cpu_has_bf16_units() -> bool | None:
 
 
 def uses_bf16(dtype: str, device: torch.device) -> bool:
-    """Whether ``--dtype`` (auto, float32, bfloat16) means bf16 autocast on ``device``."""
-    return dtype == "bfloat16" or (dtype == "auto" and device.type == "cuda")
+    """Whether ``--dtype`` (auto, float32, bfloat16) means bf16 autocast on ``device``: ``auto``
+    does on CUDA and on a CPU with bf16 units."""
+    if dtype == "auto":
+        return device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16_units() is True)
+    return dtype == "bfloat16"
+
+
+def describe(dtype: str, device: torch.device) -> str:
+    """What a run's header says of its precision: ``bf16 autocast`` or ``fp32``."""
+    return "bf16 autocast" if uses_bf16(dtype, device) else "fp32"
 
 
 def autocast_for(dtype: str, device: torch.device) -> Any:
