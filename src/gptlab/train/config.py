@@ -60,7 +60,7 @@ class TrainConfig:
     keep_checkpoints: int = 3  # the newest N checkpoints stay (older ones are the fallback for a damaged one)
     seed: int = 1337
     device: str = "auto"
-    dtype: str = "auto"  # auto (bf16 autocast on CUDA, fp32 elsewhere), float32, bfloat16
+    dtype: str = "auto"  # auto (bf16 autocast on CUDA and on CPUs with bf16 units, else fp32), float32, bfloat16
     compile: bool | None = None  # None: on for CUDA, off elsewhere
     fsdp: bool = False  # under torchrun: shard parameters, gradients and optimizer state (FSDP2)
     vocab_pad_multiple: int | None = None  # None: 64 on CUDA (tensor-core friendly), 1 elsewhere
