@@ -92,8 +92,7 @@ def train_config_from_args(args: argparse.Namespace) -> tuple[Any, bool]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from gptlab.cli.malloc import keep_freed_memory
-    from gptlab.train import distributed
-    from gptlab.train import precision
+    from gptlab.train import distributed, precision
     from gptlab.train.trainer import build_trainer
 
     keep_freed_memory()  # a step reuses the pages the last one freed
