@@ -31,7 +31,8 @@ Given a run directory written by ``gptlab train``, the script prints:
    parser lets through a few errors that ``compile()`` catches (a duplicate argument name,
    ``nonlocal`` with nothing to bind, ``await`` outside ``async def``).
 3. **What the run cost**: its training wall time (the ``elapsed`` field of ``metrics.jsonl``, summed
-   over resumed segments), steps, parameters and tokenizer vocabulary.
+   over resumed segments) with the device and precision it trained in (from the checkpoint), steps,
+   parameters and tokenizer vocabulary.
 
     python bench/code_quality.py runs/python-stdlib
     python bench/code_quality.py RUN --prompt 'def ' --samples 20 --json cq.json
@@ -445,10 +446,13 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         "n_layer": cfg.n_layer, "n_head": cfg.n_head, "n_embd": cfg.n_embd, "block_size": cfg.block_size,
         "val_loss": ckpt.state.get("val_loss"), "data": train_config.get("data"),
         "max_bytes": train_config.get("max_bytes"), "val_fraction": train_config.get("val_fraction"),
+        "trained_on": ckpt.state.get("determinism", {}),  # device, precision, threads (older runs: no precision)
     }
     trained = f"{trained_s:.1f} s" if trained_s is not None else "unknown (no metrics.jsonl)"
+    where = ", ".join(str(run["trained_on"][key]) for key in ("device", "precision") if key in run["trained_on"])
     print(f"code_quality: {run_dir} ({ckpt.path.name}) on {device}; {machine_line()}")
-    print(f"  trained      {trained} of training wall time, {step:,} steps, {run['training_tokens']:,} tokens")
+    print(f"  trained      {trained} of training wall time{f' ({where})' if where else ''}, {step:,} steps, "
+          f"{run['training_tokens']:,} tokens")
     print(f"  model        {run['parameters']:,} parameters ({cfg.n_layer} layers, {cfg.n_head} heads, "
           f"width {cfg.n_embd}, context {cfg.block_size}); {tokenizer.kind} tokenizer, "
           f"vocab {tokenizer.vocab_size:,}")

@@ -138,6 +138,7 @@ def test_code_quality_runs_on_a_tiny_run(bench, tmp_path, corpus_file, capsys):
     assert (tmp_path / "cq.json").exists()
     out = capsys.readouterr().out
     assert "held-out bits per byte" in out and "parse rate (T=0.8): " in out and "parse rate (greedy)" in out
+    assert f"of training wall time (cpu, {precision.describe('auto', torch.device('cpu'))})" in out
 
     # without the run's data dir, the val documents are re-split from the corpus: the same text
     shutil.rmtree(run / "data")

@@ -25,6 +25,7 @@ import torch
 from gptlab.cli.main import main
 from gptlab.errors import CheckpointError, ConfigError
 from gptlab.train import checkpoint as checkpoint_module
+from gptlab.train import precision
 from gptlab.train.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 from gptlab.train.config import TrainConfig
 from gptlab.train.curves import read_metrics
@@ -423,7 +424,7 @@ def test_the_corpus_cap_is_reported_when_it_cuts(corpus_file, tmp_path, caplog):
 def test_determinism_conditions_are_recorded_and_a_change_warned(run, corpus_file, caplog):
     recorded = load_checkpoint(run).state["determinism"]
     assert recorded == {"torch": torch.__version__, "threads": torch.get_num_threads(), "device": "cpu",
-                        "world_size": 1}
+                        "world_size": 1, "precision": precision.describe("auto", torch.device("cpu"))}
     threads = torch.get_num_threads()
     torch.set_num_threads(threads + 1)
     try:
@@ -433,6 +434,20 @@ def test_determinism_conditions_are_recorded_and_a_change_warned(run, corpus_fil
         torch.set_num_threads(threads)
     assert f"threads {threads} → {threads + 1}" in warnings_of(caplog)
     assert "not bit-identically" in warnings_of(caplog)
+
+
+def test_a_run_resumed_in_another_precision_is_warned(run, corpus_file, caplog):
+    # --dtype auto is bf16 on a CPU with bf16 units and fp32 on one without: a run moved between
+    # the two changes precision, as an explicit --dtype does here
+    saved = load_checkpoint(run).state["determinism"]["precision"]
+    other = "float32" if saved == "bf16 autocast" else "bfloat16"
+    with caplog.at_level(logging.WARNING):
+        build_trainer(tiny_config(corpus_file, run, max_steps=8, dtype=other), resume=True)
+    assert f"precision {saved} → {precision.describe(other, torch.device('cpu'))}" in warnings_of(caplog)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        build_trainer(tiny_config(corpus_file, run, max_steps=8), resume=True)  # the same precision: no word
+    assert "not bit-identically" not in warnings_of(caplog)
 
 
 # ---------------------------------------------------------------------------------------------

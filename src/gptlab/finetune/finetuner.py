@@ -222,7 +222,8 @@ class Finetuner:
         if "cuda" in ckpt.rng_state and self.device.type == "cuda":
             torch.cuda.set_rng_state(ckpt.rng_state["cuda"])
         self.metrics = MetricsLog.resumed(self.run_dir, self.step)
-        determinism.warn_if_changed(state.get("determinism"), self.device)
+        determinism.warn_if_changed(state.get("determinism"), self.device,
+                                    precision=precision.describe(self.cfg.dtype, self.device))
 
     def evaluate(self) -> float:
         """Loss of the current model on every validation example (token-weighted mean)."""
@@ -249,7 +250,8 @@ class Finetuner:
             "added_tokens": self.added_tokens,
             "adapter": self.adapter_dir.name if self.adapter_dir is not None else None,
             **({CHAT_TEMPLATE_KEY: self.chat_template.to_dict()} if self.chat_template is not None else {}),
-            "determinism": determinism.conditions(self.device),
+            "determinism": determinism.conditions(self.device,
+                                                  precision=precision.describe(self.cfg.dtype, self.device)),
         }
 
     def save(self) -> Path:

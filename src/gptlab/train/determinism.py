@@ -2,9 +2,11 @@
 
 A resumed run repeats an uninterrupted one bit for bit when the same code runs the same
 arithmetic in the same order: the same PyTorch version, the same number of intra-op threads
-(reductions split differently over 1 and 2 threads round differently), the same kind of device
-and the same number of processes. The weights, optimizer moments, RNG states and data position
-come back from the checkpoint; these conditions cannot, so they are recorded and compared.
+(reductions split differently over 1 and 2 threads round differently), the same kind of device,
+the same number of processes and the same precision (``--dtype auto`` is bf16 autocast on a CPU
+with bf16 units and fp32 on one without, so a run moved between machines can change it). The
+weights, optimizer moments, RNG states and data position come back from the checkpoint; these
+conditions cannot, so they are recorded and compared.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ import torch
 log = logging.getLogger(__name__)
 
 
-def conditions(device: torch.device, world_size: int = 1) -> dict[str, Any]:
-    """The conditions of this process that bit-exact resumption depends on."""
+def conditions(device: torch.device, world_size: int = 1, precision: str | None = None) -> dict[str, Any]:
+    """The conditions of this process that bit-exact resumption depends on; ``precision`` is what
+    ``gptlab.train.precision.describe`` says of the run's ``--dtype`` (left out when None)."""
     found: dict[str, Any] = {
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
@@ -27,6 +30,8 @@ def conditions(device: torch.device, world_size: int = 1) -> dict[str, Any]:
     }
     if device.type == "cuda":
         found["gpu"] = torch.cuda.get_device_name(device)
+    if precision is not None:
+        found["precision"] = precision
     return found
 
 
@@ -35,11 +40,12 @@ def differences(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
     return [f"{key} {saved[key]} → {now.get(key)}" for key in saved if saved[key] != now.get(key)]
 
 
-def warn_if_changed(saved: dict[str, Any] | None, device: torch.device, world_size: int = 1) -> list[str]:
+def warn_if_changed(saved: dict[str, Any] | None, device: torch.device, world_size: int = 1,
+                    precision: str | None = None) -> list[str]:
     """Log a warning when the run resumes under other conditions than it was saved under."""
     if not saved:
         return []
-    changed = differences(saved, conditions(device, world_size))
+    changed = differences(saved, conditions(device, world_size, precision))
     if changed:
         log.warning(
             "resuming under other conditions than the checkpoint was saved under (%s): training goes on "

@@ -189,7 +189,8 @@ class Trainer:
             torch.cuda.set_rng_state(ckpt.rng_state["cuda"])
         if self.dist.is_main:
             self.metrics = MetricsLog.resumed(self.run_dir, self.step)
-            determinism.warn_if_changed(ckpt.state.get("determinism"), self.device, self.dist.world_size)
+            determinism.warn_if_changed(ckpt.state.get("determinism"), self.device, self.dist.world_size,
+                                        precision.describe(self.cfg.dtype, self.device))
 
     def _batch(self, sampler: WindowSampler) -> tuple[torch.Tensor, torch.Tensor]:
         """This rank's share of the sampler's next global batch, on the device."""
@@ -225,7 +226,8 @@ class Trainer:
             "val_loss": self.last_val,
             "train_config": self.cfg.to_dict(),
             "world_size": self.dist.world_size,
-            "determinism": determinism.conditions(self.device, self.dist.world_size),
+            "determinism": determinism.conditions(self.device, self.dist.world_size,
+                                                  precision.describe(self.cfg.dtype, self.device)),
         }
         model_state = optimizer_state = None
         if self.cfg.fsdp:  # every rank takes part in gathering the shards
