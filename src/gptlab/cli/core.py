@@ -92,7 +92,7 @@ def train_config_from_args(args: argparse.Namespace) -> tuple[Any, bool]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from gptlab.cli.malloc import keep_freed_memory
-    from gptlab.train import distributed, precision
+    from gptlab.train import distributed
     from gptlab.train.trainer import build_trainer
 
     keep_freed_memory()  # a step reuses the pages the last one freed
@@ -108,8 +108,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 f"model: {model.num_parameters():,} parameters ({model.config.n_layer} layers, "
                 f"{model.config.n_head} heads, width {model.config.n_embd}, context {model.config.block_size}); "
                 f"tokenizer: {trainer.tokenizer.kind}, {trainer.tokenizer.vocab_size} tokens; "
-                f"train tokens: {len(trainer.data.train):,}; device: {trainer.device}{world}, "
-                f"{precision.describe(cfg.dtype, trainer.device)}",
+                f"train tokens: {len(trainer.data.train):,}; device: {trainer.device}{world}, {trainer.precision}",
                 file=sys.stderr,
             )
         result = trainer.fit()

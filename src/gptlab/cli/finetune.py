@@ -97,7 +97,6 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     from gptlab.cli.malloc import keep_freed_memory
     from gptlab.finetune.finetuner import build_finetuner
     from gptlab.finetune.lora import trainable_fraction
-    from gptlab.train import precision
 
     keep_freed_memory()  # a step reuses the pages the last one freed
     cfg = finetune_config_from_args(args)
@@ -108,7 +107,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     print(
         f"{mode}: {trainable:,} parameters trained, {100 * trainable / base:.2f}% of the base's {base:,}; "
         f"{len(tuner.data.train)} train / {len(tuner.data.val)} val examples; {tuner.max_steps} steps; "
-        f"device: {tuner.device}, {precision.describe(cfg.dtype, tuner.device)}",
+        f"device: {tuner.device}, {tuner.precision}",
         file=sys.stderr,
     )
     result = tuner.fit()

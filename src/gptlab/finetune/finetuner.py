@@ -163,6 +163,7 @@ class Finetuner:
         self.lock = lock  # held for as long as this fine-tuner lives (released with it)
         self.metrics = MetricsLog(self.run_dir / METRICS_FILE)
         self.device = resolve_device(cfg.device)
+        self.precision = precision.describe(cfg.dtype, self.device)  # "bf16 autocast" or "fp32"
         self.tokenizer = tokenizer
         self.data = data
         self.base_fingerprint = base_fingerprint
@@ -222,8 +223,7 @@ class Finetuner:
         if "cuda" in ckpt.rng_state and self.device.type == "cuda":
             torch.cuda.set_rng_state(ckpt.rng_state["cuda"])
         self.metrics = MetricsLog.resumed(self.run_dir, self.step)
-        determinism.warn_if_changed(state.get("determinism"), self.device,
-                                    precision=precision.describe(self.cfg.dtype, self.device))
+        determinism.warn_if_changed(state.get("determinism"), self.device, self.precision)
 
     def evaluate(self) -> float:
         """Loss of the current model on every validation example (token-weighted mean)."""
@@ -250,8 +250,7 @@ class Finetuner:
             "added_tokens": self.added_tokens,
             "adapter": self.adapter_dir.name if self.adapter_dir is not None else None,
             **({CHAT_TEMPLATE_KEY: self.chat_template.to_dict()} if self.chat_template is not None else {}),
-            "determinism": determinism.conditions(self.device,
-                                                  precision=precision.describe(self.cfg.dtype, self.device)),
+            "determinism": determinism.conditions(self.device, self.precision),
         }
 
     def save(self) -> Path:

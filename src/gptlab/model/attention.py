@@ -9,11 +9,12 @@ products. The products are batched matrix products, and the probabilities are ke
 backward pass; that is what makes this fast at short contexts, and what limits it to them (their
 memory grows with the context squared; ``fits`` says when).
 
-In bfloat16 (the Trainer's CPU autocast with ``--dtype bfloat16``) the products run in bf16 and
-the softmax sums in fp32, as in Hugging Face's eager attention: the scores come out of their
-product rounded to bf16 and the probabilities go into theirs rounded to bf16. The backward pass
-works out the scores' gradients and adds up the blocks' key and value gradients in fp32. On the
-CPU the flash kernel is slower in bf16 than in fp32, so in bf16 the blocks pay from context 64.
+In bfloat16 (the Trainer's CPU autocast: ``--dtype bfloat16``, or ``auto`` on a CPU with bf16
+units) the products run in bf16 and the softmax sums in fp32, as in Hugging Face's eager
+attention: the scores come out of their product rounded to bf16 and the probabilities go into
+theirs rounded to bf16. The backward pass works out the scores' gradients and adds up the
+blocks' key and value gradients in fp32. On the CPU the flash kernel is slower in bf16 than in
+fp32, so in bf16 the blocks pay from context 64.
 
 With grouped-query attention the G query heads that share a key/value head are folded into the
 rows of one product (rows ordered by position, then head), so keys and values are never repeated.

@@ -19,19 +19,18 @@ import torch
 log = logging.getLogger(__name__)
 
 
-def conditions(device: torch.device, world_size: int = 1, precision: str | None = None) -> dict[str, Any]:
+def conditions(device: torch.device, precision: str, world_size: int = 1) -> dict[str, Any]:
     """The conditions of this process that bit-exact resumption depends on; ``precision`` is what
-    ``gptlab.train.precision.describe`` says of the run's ``--dtype`` (left out when None)."""
+    ``gptlab.train.precision.describe`` says of the run's ``--dtype``."""
     found: dict[str, Any] = {
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "device": device.type,
         "world_size": world_size,
+        "precision": precision,
     }
     if device.type == "cuda":
         found["gpu"] = torch.cuda.get_device_name(device)
-    if precision is not None:
-        found["precision"] = precision
     return found
 
 
@@ -40,12 +39,12 @@ def differences(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
     return [f"{key} {saved[key]} → {now.get(key)}" for key in saved if saved[key] != now.get(key)]
 
 
-def warn_if_changed(saved: dict[str, Any] | None, device: torch.device, world_size: int = 1,
-                    precision: str | None = None) -> list[str]:
+def warn_if_changed(saved: dict[str, Any] | None, device: torch.device, precision: str,
+                    world_size: int = 1) -> list[str]:
     """Log a warning when the run resumes under other conditions than it was saved under."""
     if not saved:
         return []
-    changed = differences(saved, conditions(device, world_size, precision))
+    changed = differences(saved, conditions(device, precision, world_size))
     if changed:
         log.warning(
             "resuming under other conditions than the checkpoint was saved under (%s): training goes on "

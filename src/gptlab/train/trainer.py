@@ -144,6 +144,7 @@ class Trainer:
         if self.device.type == "cuda":  # TF32 for any fp32 matmul left outside autocast
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
+        self.precision = precision.describe(cfg.dtype, self.device)  # "bf16 autocast" or "fp32"
         self.tokenizer = tokenizer
         self.data = data
         block = model.config.block_size
@@ -189,8 +190,8 @@ class Trainer:
             torch.cuda.set_rng_state(ckpt.rng_state["cuda"])
         if self.dist.is_main:
             self.metrics = MetricsLog.resumed(self.run_dir, self.step)
-            determinism.warn_if_changed(ckpt.state.get("determinism"), self.device, self.dist.world_size,
-                                        precision.describe(self.cfg.dtype, self.device))
+            determinism.warn_if_changed(ckpt.state.get("determinism"), self.device, self.precision,
+                                        self.dist.world_size)
 
     def _batch(self, sampler: WindowSampler) -> tuple[torch.Tensor, torch.Tensor]:
         """This rank's share of the sampler's next global batch, on the device."""
@@ -226,8 +227,7 @@ class Trainer:
             "val_loss": self.last_val,
             "train_config": self.cfg.to_dict(),
             "world_size": self.dist.world_size,
-            "determinism": determinism.conditions(self.device, self.dist.world_size,
-                                                  precision.describe(self.cfg.dtype, self.device)),
+            "determinism": determinism.conditions(self.device, self.precision, self.dist.world_size),
         }
         model_state = optimizer_state = None
         if self.cfg.fsdp:  # every rank takes part in gathering the shards
